@@ -16,3 +16,32 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("odise_home")
     monkeypatch.setenv("NAPARI_ODISE_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny label model with seeded random weights, built once per test session."""
+    from napari_odise.model.build import build_odise
+
+    return build_odise("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_caption_model():
+    from napari_odise.model.build import build_odise
+
+    return build_odise("tiny-caption")
+
+
+@pytest.fixture(scope="session")
+def official_meta_model():
+    """The official label model on the meta device: names and shapes, no memory."""
+    from napari_odise.model.build import build_odise
+
+    return build_odise("official", device="meta")
+
+
+def random_image(height: int, width: int, seed: int = 0):
+    import numpy as np
+
+    return (np.random.default_rng(seed).random((height, width, 3)) * 255).astype("uint8")

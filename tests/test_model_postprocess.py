@@ -1,0 +1,159 @@
+"""Panoptic merge and class-score arithmetic on hand-made inputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_odise.model.ensemble import geometric_ensemble, max_over_synonyms, with_background
+from napari_odise.model.postprocess import MaskGeometry, panoptic_inference, semantic_inference, instance_inference
+
+ON, OFF = 12.0, -12.0
+GEOM = MaskGeometry(padded_size=(4, 6), input_size=(4, 6), output_size=(4, 6))
+
+
+def mask(cells):
+    """Mask logits (4, 6): ON where ``cells`` (a boolean array) is set."""
+    return torch.where(torch.as_tensor(cells), torch.tensor(ON), torch.tensor(OFF))
+
+
+def cols(c0, c1, rows=slice(0, 4)):
+    m = np.zeros((4, 6), bool)
+    m[rows, c0:c1] = True
+    return m
+
+
+def logprobs(rows):
+    """Rows of probabilities over (cat0, cat1, no-object) -> log-probabilities."""
+    return torch.log(torch.tensor(rows, dtype=torch.float32))
+
+
+ISTHING = [True, False]  # cat0 thing, cat1 stuff
+
+
+def scene(extra_query):
+    masks = [
+        mask(cols(0, 3)),  # q0: thing, score 0.9
+        mask(cols(3, 6, slice(0, 2))),  # q1: stuff, score 0.8
+        mask(cols(3, 6, slice(2, 4))),  # q2: stuff (same category), score 0.7
+        mask(np.ones((4, 6), bool)),  # q3: best class is "no object"
+        mask(extra_query),  # q4: thing, score 0.85
+    ]
+    probs = [
+        [0.9, 0.05, 0.05],
+        [0.1, 0.8, 0.1],
+        [0.2, 0.7, 0.1],
+        [0.2, 0.2, 0.6],
+        [0.85, 0.1, 0.05],
+    ]
+    return logprobs(probs), torch.stack(masks)
+
+
+def test_stuff_of_one_category_merges_and_no_object_is_dropped():
+    # q4 lies entirely under q0, which scores higher: it gets no pixel and no segment
+    lp, masks = scene(cols(1, 3))
+    label_map, segments = panoptic_inference(lp, masks, ISTHING, GEOM, overlap_threshold=0.8)
+    expected = np.array(
+        [
+            [1, 1, 1, 2, 2, 2],
+            [1, 1, 1, 2, 2, 2],
+            [1, 1, 1, 2, 2, 2],
+            [1, 1, 1, 2, 2, 2],
+        ]
+    )
+    np.testing.assert_array_equal(label_map.numpy(), expected)
+    assert [(s.id, s.category_index, s.isthing, s.queries) for s in segments] == [
+        (1, 0, True, [0]),
+        (2, 1, False, [1, 2]),
+    ]
+    assert segments[0].score == np.float32(0.9).item()
+    assert segments[1].score == np.float32(0.8).item()  # best of the merged queries
+
+
+def test_kept_area_rule():
+    # q4 covers columns 2-3; it wins column 3 (0.85 > 0.8 and 0.7) but loses column 2 to q0:
+    # it keeps 4 of its 8 pixels, and q1/q2 keep 4 of 6 each.
+    lp, masks = scene(cols(2, 4))
+    strict, segs = panoptic_inference(lp, masks, ISTHING, GEOM, overlap_threshold=0.8)
+    np.testing.assert_array_equal(
+        strict.numpy(),
+        np.array([[1, 1, 1, 0, 0, 0]] * 4),
+    )
+    assert [s.queries for s in segs] == [[0]]
+    lenient, segs = panoptic_inference(lp, masks, ISTHING, GEOM, overlap_threshold=0.4)
+    np.testing.assert_array_equal(
+        lenient.numpy(),
+        np.array(
+            [
+                [1, 1, 1, 3, 2, 2],
+                [1, 1, 1, 3, 2, 2],
+                [1, 1, 1, 3, 2, 2],
+                [1, 1, 1, 3, 2, 2],
+            ]
+        ),
+    )
+    # segment ids follow query order: q0, then the stuff of q1 (+ q2), then q4
+    assert [(s.id, s.category_index, s.queries) for s in segs] == [(1, 0, [0]), (2, 1, [1, 2]), (3, 0, [4])]
+
+
+def test_object_mask_threshold_drops_low_scores():
+    lp, masks = scene(cols(1, 3))
+    label_map, segments = panoptic_inference(lp, masks, ISTHING, GEOM, object_mask_threshold=0.85)
+    assert [s.queries for s in segments] == [[0]]
+    assert set(np.unique(label_map.numpy())) == {0, 1}
+
+
+def test_empty_when_every_query_is_background():
+    lp = logprobs([[0.1, 0.1, 0.8]] * 2)
+    masks = torch.stack([mask(cols(0, 6))] * 2)
+    label_map, segments = panoptic_inference(lp, masks, ISTHING, GEOM)
+    assert segments == [] and int(label_map.abs().sum()) == 0
+
+
+def test_semantic_is_argmax_of_class_weighted_masks():
+    lp, masks = scene(cols(1, 3))
+    classes, score = semantic_inference(lp, masks, GEOM)
+    probs = lp.softmax(-1)[:, :-1]
+    dense = torch.einsum("qc,qhw->chw", probs, masks.sigmoid())
+    np.testing.assert_array_equal(classes.numpy(), dense.argmax(0).numpy())
+    torch.testing.assert_close(score, dense.max(0).values)
+
+
+def test_instances_keep_things_only_with_mask_scores():
+    lp, masks = scene(cols(1, 3))
+    instances = instance_inference(lp, masks, ISTHING, GEOM, topk=4)
+    # top-4 of the 5x2 scores: q0/cat0 .9, q4/cat0 .85, q1/cat1 .8 (stuff: dropped), q2/cat1 .7 (stuff)
+    assert [(i.query, i.category_index) for i in instances] == [(0, 0), (4, 0)]
+    p_on = torch.sigmoid(torch.tensor(ON)).item()
+    assert instances[0].score == pytest.approx(0.9 * p_on, rel=1e-6)
+    np.testing.assert_array_equal(instances[0].mask.numpy(), cols(0, 3))
+
+
+def test_max_over_synonyms():
+    logits = torch.tensor([[1.0, 5.0, 2.0, -1.0, 0.5, 0.25]])
+    torch.testing.assert_close(max_over_synonyms(logits, [2, 1, 3]), torch.tensor([[5.0, 2.0, 0.5]]))
+
+
+def test_geometric_ensemble_seen_and_unseen():
+    odise = torch.log(torch.tensor([[0.8, 0.2]]))
+    clip = torch.log(torch.tensor([[0.5, 0.5]]))
+    out = geometric_ensemble(odise, clip, torch.tensor([True, False]), alpha=0.3, beta=0.7)
+    expected = [math.log(0.8**0.7 * 0.5**0.3), math.log(0.2**0.3 * 0.5**0.7)]
+    torch.testing.assert_close(out, torch.tensor([expected]))
+
+
+def test_geometric_ensemble_does_not_produce_nan_on_underflow():
+    # p underflows to exactly 0 for the second category; the official mask-multiply would give NaN
+    odise = torch.tensor([[0.0, -200.0]])
+    clip = torch.tensor([[0.0, 0.0]])
+    out = geometric_ensemble(odise, clip, torch.tensor([True, True]), 0.3, 0.7)
+    assert not torch.isnan(out).any()
+    assert out[0, 1] == float("-inf")
+
+
+def test_background_merge():
+    logits = torch.log(torch.tensor([[0.6, 0.4]]))
+    out = with_background(logits, torch.tensor([0.25]))
+    expected = torch.log(torch.tensor([[0.6 * 0.75, 0.4 * 0.75, 0.25]]) + 1e-8)
+    torch.testing.assert_close(out, expected)
