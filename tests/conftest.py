@@ -18,19 +18,31 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     return home
 
 
+# Test geometry: 128 crops of a 128-short-edge image (the tiny preset keeps the official 512/1024).
+FAST_GEOMETRY = {"short_edge": 128, "max_size": 320, "crop_size": 128}
+
+
+def fast_tiny(name: str = "tiny", **config_changes):
+    """A tiny model (seeded random weights) with the fast test geometry."""
+    from napari_odise.model.build import build_odise
+    from napari_odise.model.config import get_config
+
+    config = get_config(name)
+    for key, value in {**FAST_GEOMETRY, **config_changes}.items():
+        target = config.inference if hasattr(config.inference, key) else config
+        setattr(target, key, value)
+    return build_odise(config)
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """The tiny label model with seeded random weights, built once per test session."""
-    from napari_odise.model.build import build_odise
-
-    return build_odise("tiny")
+    return fast_tiny("tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_caption_model():
-    from napari_odise.model.build import build_odise
-
-    return build_odise("tiny-caption")
+    return fast_tiny("tiny-caption")
 
 
 @pytest.fixture(scope="session")

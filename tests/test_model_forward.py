@@ -4,9 +4,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from conftest import random_image
+from conftest import fast_tiny, random_image
 from napari_odise.model import clip_encoder
-from napari_odise.model.build import build_odise
 from napari_odise.model.sliding_window import crop_boxes
 
 VOCAB = ([["cat", "kitty"], ["dog"], ["sky", "clouds"], ["grass"]], [True, True, False, False], [True, True, True, False])
@@ -41,12 +40,12 @@ def test_encode_then_classify_equals_forward(tiny_model):
 
 def test_outputs_are_deterministic_for_a_seed():
     image = random_image(64, 96, seed=5)
-    a = build_odise("tiny")
-    b = build_odise("tiny")
+    a = fast_tiny()
+    b = fast_tiny()
     ea, eb = a.encode(image), b.encode(image)
     torch.testing.assert_close(ea.mask_logits, eb.mask_logits, rtol=0, atol=0)
     torch.testing.assert_close(ea.clip_mask_embed, eb.clip_mask_embed, rtol=0, atol=0)
-    c = build_odise(a.config.__class__(**{**a.config.__dict__, "init_seed": 1}))
+    c = fast_tiny(init_seed=1)
     assert not torch.equal(c.encode(image).mask_logits, ea.mask_logits)
 
 

@@ -24,6 +24,7 @@ from .diffusion_features import DiffusionFeatureExtractor
 from .ensemble import geometric_ensemble, max_over_synonyms, with_background
 from .heads import CategoryHead, scaled_cosine
 from .implicit_captioner import ImplicitCaptioner
+from .mask_cache import MaskCache
 from .pixel_decoder import PixelDecoder
 from .postprocess import (
     MaskGeometry,
@@ -39,9 +40,12 @@ from .transformer_decoder import MaskedTransformerDecoder
 ProgressFn = Callable[[str, int, int], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class EncodedImage:
-    """Vocabulary-independent per-query outputs for one image (CPU tensors)."""
+    """Vocabulary-independent per-query outputs for one image (CPU tensors).
+
+    Compared by identity (it is a cache key for the image's full-size masks).
+    """
 
     mask_logits: torch.Tensor  # (Q, Hp / 4, Wp / 4)
     mask_embed: torch.Tensor  # (Q, mask_dim) ODISE open-vocabulary embeddings
@@ -101,6 +105,7 @@ class ODISE(nn.Module):
         )
         self.category_head = CategoryHead(clip_dim, head.mask_dim, with_null_embed=config.variant == "label")
         self.text_cache = TextEmbeddingCache()
+        self.mask_cache = MaskCache(config.inference.mask_cache_mb * 2**20)
         for module in (self.clip, self.features):
             for p in module.parameters():
                 p.requires_grad_(False)
@@ -230,11 +235,16 @@ class ODISE(nn.Module):
         ensembled = geometric_ensemble(category_logits, clip_logits, vocab.seen, inf.alpha, inf.beta)
         return with_background(ensembled, p_background).cpu()
 
+    def query_masks(self, encoded: EncodedImage):
+        """The image's full-size query masks (kept in memory within ``mask_cache_mb``)."""
+        self.mask_cache.budget_bytes = self.config.inference.mask_cache_mb * 2**20
+        return self.mask_cache.get(encoded, encoded.mask_logits, encoded.geometry)
+
     def panoptic(self, encoded: EncodedImage, class_logprobs: torch.Tensor, isthing: list[bool]):
         inf = self.config.inference
         return panoptic_inference(
             class_logprobs,
-            encoded.mask_logits,
+            self.query_masks(encoded),
             isthing,
             encoded.geometry,
             inf.overlap_threshold,
@@ -242,7 +252,7 @@ class ODISE(nn.Module):
         )
 
     def semantic(self, encoded: EncodedImage, class_logprobs: torch.Tensor):
-        return semantic_inference(class_logprobs, encoded.mask_logits, encoded.geometry)
+        return semantic_inference(class_logprobs, self.query_masks(encoded), encoded.geometry)
 
     def instances(self, encoded: EncodedImage, class_logprobs: torch.Tensor, isthing: list[bool]):
         return instance_inference(

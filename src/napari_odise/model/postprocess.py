@@ -39,15 +39,51 @@ def upsample_masks(mask_logits: torch.Tensor, geometry: MaskGeometry) -> torch.T
     return x[0]
 
 
-def iter_masks(
-    mask_logits: torch.Tensor, queries: list[int], geometry: MaskGeometry, chunk: int
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (position in ``queries``, sigmoid mask at output size), ``chunk`` queries at a time."""
-    for start in range(0, len(queries), chunk):
-        idx = queries[start : start + chunk]
-        probs = upsample_masks(mask_logits[idx], geometry).sigmoid()
-        for j in range(len(idx)):
-            yield start + j, probs[j]
+class QueryMasks:
+    """The queries' sigmoid masks at the output size, computed a few at a time or kept in memory.
+
+    Masks never depend on the vocabulary: after ``materialize()`` a re-classification only
+    re-weights them (no interpolation). Values are identical either way (same float32 ops).
+    """
+
+    def __init__(self, mask_logits: torch.Tensor, geometry: MaskGeometry):
+        self.mask_logits = mask_logits
+        self.geometry = geometry
+        self.dense: torch.Tensor | None = None
+
+    @property
+    def dense_bytes(self) -> int:
+        h, w = self.geometry.output_size
+        return 4 * self.mask_logits.shape[0] * h * w
+
+    def materialize(self) -> torch.Tensor:
+        if self.dense is None:
+            queries = list(range(self.mask_logits.shape[0]))
+            dense = torch.empty((len(queries), *self.geometry.output_size))
+            for k, prob in self._compute(queries):
+                dense[k] = prob
+            self.dense = dense
+        return self.dense
+
+    def _compute(self, queries: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        chunk = _chunk_for(self.geometry)
+        for start in range(0, len(queries), chunk):
+            idx = queries[start : start + chunk]
+            probs = upsample_masks(self.mask_logits[idx], self.geometry).sigmoid()
+            for j in range(len(idx)):
+                yield start + j, probs[j]
+
+    def iter(self, queries: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield (position in ``queries``, sigmoid mask at output size)."""
+        if self.dense is not None:
+            for k, q in enumerate(queries):
+                yield k, self.dense[q]
+        else:
+            yield from self._compute(queries)
+
+
+def as_query_masks(masks, geometry: MaskGeometry) -> QueryMasks:
+    return masks if isinstance(masks, QueryMasks) else QueryMasks(masks, geometry)
 
 
 def _chunk_for(geometry: MaskGeometry, budget_bytes: int = 256 * 2**20) -> int:
@@ -68,7 +104,7 @@ class Segment:
 
 def panoptic_inference(
     class_logprobs: torch.Tensor,
-    mask_logits: torch.Tensor,
+    mask_logits: torch.Tensor | QueryMasks,
     isthing: list[bool],
     geometry: MaskGeometry,
     overlap_threshold: float = 0.8,
@@ -78,9 +114,10 @@ def panoptic_inference(
 
     Args:
         class_logprobs: (Q, K + 1) log class probabilities, last = no object.
-        mask_logits: (Q, h, w) mask logits at stride 4 of the padded input.
+        mask_logits: (Q, h, w) mask logits at stride 4 of the padded input, or their QueryMasks.
         isthing: per category (K).
     """
+    masks = as_query_masks(mask_logits, geometry)
     num_classes = class_logprobs.shape[-1] - 1
     scores, labels = class_logprobs.float().softmax(-1).max(-1)
     keep = (labels != num_classes) & (scores > object_mask_threshold)
@@ -88,11 +125,10 @@ def panoptic_inference(
     label_map = torch.zeros(geometry.output_size, dtype=torch.int32)
     if not kept:
         return label_map, []
-    chunk = _chunk_for(geometry)
     best = torch.full(geometry.output_size, float("-inf"))
     owner = torch.full(geometry.output_size, -1, dtype=torch.int64)
     original_area = []
-    for k, prob in iter_masks(mask_logits, kept, geometry, chunk):
+    for k, prob in masks.iter(kept):
         weighted = scores[kept[k]] * prob
         better = weighted > best
         best = torch.where(better, weighted, best)
@@ -102,7 +138,7 @@ def panoptic_inference(
 
     segments: list[Segment] = []
     stuff_segment: dict[int, Segment] = {}
-    for k, prob in iter_masks(mask_logits, kept, geometry, chunk):
+    for k, prob in masks.iter(kept):
         q = kept[k]
         label = int(labels[q])
         mask = (owner == k) & (prob >= 0.5)
@@ -127,11 +163,12 @@ def panoptic_inference(
 
 def semantic_inference(
     class_logprobs: torch.Tensor,
-    mask_logits: torch.Tensor,
+    mask_logits: torch.Tensor | QueryMasks,
     geometry: MaskGeometry,
     budget_bytes: int = 512 * 2**20,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(category index map int64, its score) of argmax_c sum_q softmax(cls)_qc * sigmoid(mask_q)."""
+    masks = as_query_masks(mask_logits, geometry)
     probs = class_logprobs.float().softmax(-1)[:, :-1]  # (Q, K)
     q_count, k_count = probs.shape
     h, w = geometry.output_size
@@ -139,11 +176,10 @@ def semantic_inference(
     best_score = torch.full((h, w), float("-inf"))
     best_class = torch.zeros((h, w), dtype=torch.int64)
     queries = list(range(q_count))
-    chunk = _chunk_for(geometry)
     for c0 in range(0, k_count, cat_chunk):
         c1 = min(k_count, c0 + cat_chunk)
         acc = torch.zeros((c1 - c0, h, w))
-        for q, prob in iter_masks(mask_logits, queries, geometry, chunk):
+        for q, prob in masks.iter(queries):
             acc += probs[q, c0:c1, None, None] * prob
         score, cls = acc.max(0)
         better = score > best_score

@@ -1,0 +1,39 @@
+"""The trainable head from an ODISE checkpoint: the official release or one fine-tuned here.
+
+Official files are detectron2 checkpoints, ``{"model": {...}, ...}``; keys are mapped with
+:mod:`key_mapping`. Checkpoints saved by napari-odise use the same official layout.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .key_mapping import official_to_ours
+from .weight_errors import check_state_dict
+
+
+def convert_head(state: dict[str, torch.Tensor], model, source: str) -> dict[str, torch.Tensor]:
+    """Official-layout head tensors -> our trainable state dict names (checked, strict)."""
+    mapped = {}
+    unmapped = []
+    for key, value in state.items():
+        try:
+            ours = official_to_ours(key)
+        except KeyError:
+            unmapped.append(key)
+            continue
+        if ours is not None:
+            mapped[ours] = value
+    expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    for key in unmapped:  # report them as unexpected, under their own names
+        mapped[key] = state[key]
+    variant = model.config.variant
+    check_state_dict(expected, mapped, source, f"ODISE {variant} model head")
+    return mapped
+
+
+def load_head_into(model, state: dict[str, torch.Tensor], assign: bool = False) -> None:
+    """Copy (or assign, for meta-built models) our-named head tensors into the model."""
+    for prefix, module in model.trainable_modules().items():
+        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
+        module.load_state_dict(sub, strict=True, assign=assign)

@@ -1,0 +1,228 @@
+"""The headless core users script against: one loaded model on one device.
+
+    predictor = Predictor.from_pretrained("official", device="cuda")   # or "tiny"
+    result = predictor.predict(image, Vocabulary.preset("coco"))       # PanopticResult
+    result2 = predictor.reclassify(result, other_vocabulary)           # no backbone work
+
+``predict`` = ``encode`` (the diffusion backbone and the mask decoder: seconds on a GPU) +
+``reclassify`` (text embeddings, the CLIP ensemble and the panoptic merge: milliseconds). Results
+keep the encoded per-query tensors, so a vocabulary change never runs the backbone again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_odise.image_input import to_rgb_uint8
+from napari_odise.model.odise import ODISE, EncodedImage
+from napari_odise.result import PanopticResult
+from napari_odise.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Named settings: the evaluation settings behind the paper's numbers, or the official demo's.
+DEMO_SETTINGS = {"overlap_threshold": 0.0, "alpha": 0.35, "beta": 0.65}
+ProgressCallback = Callable[[str, int, int], None]
+
+
+class PredictorOutOfMemoryError(RuntimeError):
+    """The GPU ran out of memory even with crops one at a time; the message lists what to try."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
+    return device
+
+
+class Predictor:
+    def __init__(self, model: ODISE, device: str | torch.device = "auto", precision: str = "fp32", name: str | None = None):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.device = resolve_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("fp16 needs a CUDA GPU; on the CPU use fp32 (or bf16)")
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+        self.name = name or model.config.name
+        self._evaluation_settings = replace(model.config.inference)
+        self.encode_calls = 0  # how many times the backbone ran (tests and the UI count it)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path = "official",
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        **load_options,
+    ) -> "Predictor":
+        """A predictor for "official", "official-caption", "tiny", "tiny-caption" or a fine-tuned checkpoint file.
+
+        The official models need their weights (``napari-odise weights status`` says what is
+        missing and where to put it); the tiny ones are random and need nothing.
+        """
+        from napari_odise.model.loading import load_model
+
+        model = load_model(name_or_path, **load_options)
+        return cls(model, device=device, precision=precision, name=str(name_or_path))
+
+    # -- settings -----------------------------------------------------------------------------
+    def configure(self, settings: str | None = None, **overrides) -> None:
+        """Apply named settings ("evaluation" or "demo") and/or single inference options.
+
+        Options: overlap_threshold, object_mask_threshold, alpha, beta, short_edge, max_size,
+        crop_batch_size. Changing the resize options affects the next ``predict`` only.
+        """
+        if settings not in (None, "evaluation", "demo"):
+            raise ValueError(f"settings must be 'evaluation' or 'demo', got {settings!r}")
+        values = {}
+        if settings is not None:
+            values.update(vars(self._evaluation_settings))
+        if settings == "demo":
+            values.update(DEMO_SETTINGS)
+        values.update(overrides)
+        inference = self.model.config.inference
+        for key, value in values.items():
+            if not hasattr(inference, key):
+                raise ValueError(f"unknown inference option {key!r}")
+            setattr(inference, key, value)
+
+    @property
+    def settings(self) -> dict:
+        return dict(vars(self.model.config.inference))
+
+    # -- inference ----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+    def encode(self, image, progress: ProgressCallback | None = None, contrast_limits=None, plane=None) -> EncodedImage:
+        """Run the backbone and the mask decoder once (the expensive, vocabulary-free part)."""
+        rgb = to_rgb_uint8(image, contrast_limits=contrast_limits, plane=plane)
+        self.encode_calls += 1
+        try:
+            with self._autocast():
+                return self.model.encode(rgb, progress)
+        except torch.cuda.OutOfMemoryError:
+            return self._encode_low_memory(rgb, progress)
+
+    def _encode_low_memory(self, rgb: np.ndarray, progress) -> EncodedImage:
+        """The documented OOM fallback: free the cache, run crops one at a time, else explain."""
+        inference = self.model.config.inference
+        torch.cuda.empty_cache()
+        previous = inference.crop_batch_size
+        log.warning("CUDA out of memory; retrying with one crop at a time")
+        inference.crop_batch_size = 1
+        try:
+            with self._autocast():
+                return self.model.encode(rgb, progress)
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
+            raise PredictorOutOfMemoryError(
+                "the GPU ran out of memory even with one crop at a time. Try, in this order: "
+                "precision='fp16' (or 'bf16'); a smaller test-time resize, e.g. "
+                "predictor.configure(short_edge=768) (fewer crops, slightly coarser masks); closing other "
+                "GPU programs; or device='cpu' (slow but always fits). Nothing was lost: the image and "
+                "your labels are untouched."
+            ) from error
+        finally:
+            inference.crop_batch_size = previous
+
+    def predict(
+        self,
+        image,
+        vocabulary: Vocabulary,
+        progress: ProgressCallback | None = None,
+        contrast_limits=None,
+        plane: int | None = None,
+    ) -> PanopticResult:
+        """Panoptic segmentation of one image with ``vocabulary``."""
+        encoded = self.encode(image, progress, contrast_limits=contrast_limits, plane=plane)
+        return self.classify(encoded, vocabulary, progress)
+
+    def classify(self, encoded: EncodedImage, vocabulary: Vocabulary, progress: ProgressCallback | None = None) -> PanopticResult:
+        """Class scores and the panoptic merge for already-encoded image tensors."""
+        if progress is not None:
+            progress("classify", 0, 1)
+        embedding = self.embed(vocabulary)
+        logprobs = self.model.classify(encoded, embedding)
+        label_map, segments = self.model.panoptic(encoded, logprobs, embedding.isthing)
+        ids = vocabulary.ids
+        info = [
+            {
+                "id": s.id,
+                "category_id": ids[s.category_index],
+                "isthing": s.isthing,
+                "score": s.score,
+                "query_ids": list(s.queries),
+            }
+            for s in segments
+        ]
+        result = PanopticResult.from_segments_info(
+            label_map.numpy().astype(np.int32),
+            info,
+            vocabulary,
+            encoded=encoded,
+            info={"model": self.name, "settings": self.settings},
+        )
+        if progress is not None:
+            progress("classify", 1, 1)
+        return result
+
+    def reclassify(self, result: PanopticResult, vocabulary: Vocabulary) -> PanopticResult:
+        """The same image with another vocabulary, from the cached per-query tensors (no backbone)."""
+        if result.encoded is None:
+            raise ValueError(
+                "this result has no model tensors to reclassify (it was imported or edited from scratch); "
+                "run predict on the image instead"
+            )
+        return self.classify(result.encoded, vocabulary)
+
+    def embed(self, vocabulary: Vocabulary):
+        """Text embeddings of a vocabulary (cached by string across calls)."""
+        if len(vocabulary) == 0:
+            raise ValueError("the vocabulary is empty: add at least one category")
+        return self.model.embed_vocabulary(
+            vocabulary.synonym_lists(), [c.isthing for c in vocabulary], vocabulary.seen_mask()
+        )
+
+    @torch.no_grad()
+    def rescore(self, image, mask: np.ndarray, vocabulary: Vocabulary, contrast_limits=None) -> dict[int, float]:
+        """CLIP's probabilities (category id -> p) for an arbitrary mask, e.g. an edited segment.
+
+        Uses ODISE's mask classifier (MaskCLIP) on the mask alone: the ODISE head only scores the
+        masks it predicted itself.
+        """
+        from napari_odise.model import clip_encoder
+        from napari_odise.model.ensemble import max_over_synonyms
+        from napari_odise.model.heads import scaled_cosine
+
+        rgb = to_rgb_uint8(image, contrast_limits=contrast_limits)
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != rgb.shape[:2]:
+            raise ValueError(f"mask shape {mask.shape} differs from the image's {rgb.shape[:2]}")
+        if not mask.any():
+            raise ValueError("the mask is empty: paint the segment first")
+        image01 = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)[None].to(self.device)
+        logits = torch.from_numpy(np.where(mask, 20.0, -20.0).astype(np.float32))[None, None].to(self.device)
+        clip = self.model.clip
+        with self._autocast():
+            embed = clip_encoder.mask_embeddings(clip, image01, logits, self.model.config.clip)[0]
+        vocab = self.embed(vocabulary)
+        scores = max_over_synonyms(
+            scaled_cosine(embed.float().cpu(), vocab.photo, clip_encoder.logit_scale(clip).float().cpu()), vocab.counts
+        ).softmax(-1)[0]
+        return dict(zip(vocabulary.ids, scores.tolist()))
