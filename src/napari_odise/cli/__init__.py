@@ -13,7 +13,9 @@ from importlib import import_module
 from napari_odise import __version__
 
 # Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: list[str] = []
+SUBCOMMANDS: list[str] = [
+    "weights",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

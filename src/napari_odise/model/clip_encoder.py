@@ -133,6 +133,11 @@ def mask_embeddings(clip, images01: torch.Tensor, mask_logits: torch.Tensor, cfg
     return (x @ visual.proj).float()
 
 
+def causal_mask(context_length: int) -> torch.Tensor:
+    """CLIP's text attention mask: each token sees itself and the tokens before it (additive)."""
+    return torch.full((context_length, context_length), float("-inf")).triu_(1)
+
+
 def logit_scale(clip) -> torch.Tensor:
     """CLIP's temperature, clamped at 100 as the official code does."""
     return clip.logit_scale.exp().clamp(max=100)

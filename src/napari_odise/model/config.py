@@ -250,14 +250,15 @@ def tiny_config(variant: Variant = "label") -> ODISEConfig:
     """Same architecture, small widths: for tests, demos and CPU-only trials (random weights)."""
     return ODISEConfig(
         variant=variant,
+        # channel counts change at the same levels as SD's (so the same layers and key names exist)
         unet=UNetConfig(
-            block_out_channels=(16, 16, 32, 32),
+            block_out_channels=(8, 16, 32, 32),
             attention_head_dim=2,
             cross_attention_dim=32,
             norm_num_groups=8,
             sample_size=16,
         ),
-        vae=VAEConfig(block_out_channels=(8, 16, 16, 16), norm_num_groups=8, sample_size=128),
+        vae=VAEConfig(block_out_channels=(8, 16, 32, 32), norm_num_groups=8, sample_size=128),
         clip=CLIPConfig(
             embed_dim=32,
             image_size=56,

@@ -1,0 +1,207 @@
+"""``napari-odise weights``: see, download, verify and import the official weight files.
+
+Exit codes: 0 success; 1 a file is missing, damaged, wrong or could not be downloaded; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from napari_odise import weights
+from napari_odise.weights import hashing
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "weights",
+        help="download, verify and import the official weight files",
+        description="Manage the weight files in the napari-odise home folder "
+        "($NAPARI_ODISE_HOME or the user cache folder).",
+    )
+    parser.set_defaults(func=lambda args: _help(parser))
+    commands = parser.add_subparsers(dest="weights_command", metavar="ACTION")
+
+    status = commands.add_parser("status", help="list the files, where they go and whether they are verified")
+    status.add_argument("--verify", action="store_true", help="hash files whose digest is not remembered yet")
+    status.set_defaults(func=run_status)
+
+    download = commands.add_parser("download", help="download files (default: those of the official model)")
+    download.add_argument("names", nargs="*", metavar="NAME", help="manifest names (see `status`)")
+    download.add_argument("--model", default="official", help="download this model's files when no NAME is given")
+    download.add_argument("--force", action="store_true", help="download again even if the file is present")
+    download.add_argument("--url", help="download from this URL instead (one NAME only)")
+    download.add_argument("--no-progress", action="store_true", help="no progress bars")
+    download.set_defaults(func=run_download)
+
+    verify = commands.add_parser("verify", help="hash files again and compare with the manifest")
+    verify.add_argument("names", nargs="*", metavar="NAME", help="manifest names (default: every present file)")
+    verify.add_argument("--cache", action="store_true", help="also check every byte of the cache files")
+    verify.add_argument("--no-progress", action="store_true", help="no progress bars")
+    verify.set_defaults(func=run_verify)
+
+    importer = commands.add_parser(
+        "import", help="copy (or link) files you already have into the weights folder, verified"
+    )
+    importer.add_argument("--odise", metavar="FILE", help="odise_label_coco_50e-*.pth or odise_caption_coco_50e-*.pth")
+    importer.add_argument("--sd", metavar="FILE", help="sd-v1-3.ckpt")
+    importer.add_argument("--clip", metavar="FILE", help="ViT-L-14-336px.pt")
+    importer.add_argument(
+        "--link", action="store_true", help="hard-link (or symlink across file systems) instead of copying"
+    )
+    importer.add_argument("--no-progress", action="store_true", help="no progress bars")
+    importer.add_argument(
+        "--no-convert", action="store_true", help="only place and verify; convert to the cache on first use"
+    )
+    importer.set_defaults(func=run_import)
+
+    clear = commands.add_parser("clear-cache", help="delete the converted safetensors cache (rebuilt on next use)")
+    clear.set_defaults(func=run_clear_cache)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _verified_text(verified: bool | None) -> str:
+    return {True: "yes", False: "MISMATCH", None: "not checked"}[verified]
+
+
+def run_status(args) -> int:
+    rows = weights.status(verify=args.verify, progress=args.verify)
+    table = [("NAME", "ROLE", "PRESENT", "SIZE", "VERIFIED", "CACHED", "LICENCE")]
+    for row in rows:
+        table.append(
+            (
+                row.name,
+                row.role,
+                "yes" if row.present else "no",
+                _human(row.size),
+                _verified_text(row.verified) if row.present else "-",
+                "yes" if row.cached else "no",
+                row.licence,
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1])
+    cache_files = weights.cache.cache_files()
+    print(f"\nWeights folder: {weights.weights_dir()}  (put files downloaded by hand here, under these names)")
+    for row in rows:
+        print(f"  {row.name}: {row.path.name}")
+    cache_size = _human(sum(p.stat().st_size for p in cache_files))
+    print(f"Cache folder:   {weights.cache_dir()}  ({len(cache_files)} files, {cache_size})")
+    return 0
+
+
+def run_download(args) -> int:
+    try:
+        names = args.names or [w.name for w in weights.files_for_model(args.model)]
+        if args.url and len(names) != 1:
+            return _error("--url needs exactly one NAME")
+        files = [weights.get(name) for name in names]
+    except weights.UnknownWeightError as error:
+        return _error(str(error))
+    failures = 0
+    for weight_file in files:
+        print(f"{weight_file.name}: {weight_file.filename} (licence: {weight_file.licence})")
+        try:
+            path = weights.download(weight_file, progress=not args.no_progress, force=args.force, url=args.url)
+        except weights.WeightsError as error:
+            failures += 1
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        print(f"  ok: {path}")
+    return 1 if failures else 0
+
+
+def run_verify(args) -> int:
+    try:
+        files = [weights.get(name) for name in args.names]
+    except weights.UnknownWeightError as error:
+        return _error(str(error))
+    if not files:
+        files = [w for w in weights.all_files() if w.local_path().is_file()]
+        if not files:
+            return _error(f"no weight files in {weights.weights_dir()} (see `napari-odise weights status`)")
+    failures = 0
+    for weight_file in files:
+        path = weight_file.local_path()
+        if not path.is_file():
+            failures += 1
+            print(f"{weight_file.name}: MISSING ({path})")
+            continue
+        digest = hashing.file_sha256(path, progress=not args.no_progress, use_index=False)
+        if hashing.digest_matches(digest, weight_file):
+            print(f"{weight_file.name}: ok (sha256 {digest})")
+        else:
+            failures += 1
+            print(f"{weight_file.name}: MISMATCH")
+            print(f"  {hashing.mismatch_error(path, weight_file, digest)}", file=sys.stderr)
+    if args.cache:
+        for cache_file in weights.cache.cache_files():
+            problem = weights.cache_problem(cache_file, deep=True)
+            if problem:
+                failures += 1
+                print(f"cache {cache_file.name}: DAMAGED ({problem}); `napari-odise weights clear-cache` removes it")
+            else:
+                print(f"cache {cache_file.name}: ok")
+    return 1 if failures else 0
+
+
+def run_import(args) -> int:
+    if not (args.odise or args.sd or args.clip):
+        return _error("give at least one of --odise FILE, --sd FILE, --clip FILE")
+    try:
+        placed = weights.import_files(
+            odise=args.odise, sd=args.sd, clip=args.clip, link=args.link, progress=not args.no_progress
+        )
+    except (weights.WeightsError, FileNotFoundError) as error:
+        return _error(str(error))
+    except OSError as error:
+        return _error(f"could not place the file: {error}")
+    for path in placed:
+        print(f"imported: {path}")
+    if not args.no_convert:
+        return _convert_imported()
+    return 0
+
+
+def _convert_imported() -> int:
+    """Build the safetensors cache of every official model whose three files are now present."""
+    from napari_odise.model.official_loading import prepare_official
+
+    present = {s.name for s in weights.status() if s.present}
+    for model in weights.model_names():
+        if not all(f.name in present for f in weights.files_for_model(model)):
+            continue
+        print(f"converting {model} to the fast-start cache ...")
+        try:
+            caches = prepare_official(model, progress=True)
+        except (weights.WeightsError, ValueError) as error:
+            return _error(f"{model}: {error}")
+        print(f"{model}: cache ready ({len(caches)} files in {weights.cache_dir()})")
+    return 0
+
+
+def run_clear_cache(args) -> int:
+    removed = weights.clear_cache()
+    print(f"removed {len(removed)} cache files from {weights.cache_dir()}")
+    return 0

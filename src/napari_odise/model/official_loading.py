@@ -1,0 +1,214 @@
+"""Build ODISE from the weight files users have: ODISE head + Stable Diffusion v1.x + OpenAI CLIP.
+
+First load: each source file is read without executing code (napari_odise.weights.safe_load),
+renamed onto our modules, checked strictly, and written to a safetensors cache keyed by the
+source's sha256. Later loads memory-map the cache, so start-up is mostly building modules on the
+``meta`` device and assigning tensors. SD's text encoder is only needed once: its output for the
+empty caption is cached as a (1, 77, 768) tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from . import clip_encoder
+from .build import build_odise
+from .clip_conversion import convert_clip
+from .config import ODISEConfig, get_config
+from .diffusion_features import shared_noise
+from .head_loading import convert_head, load_head_into
+from .odise import ODISE
+from .sd_context import build_sd_text_encoder, empty_context
+
+log = logging.getLogger(__name__)
+ROLES = {"odise": "odise", "sd": "stable_diffusion", "clip": "clip"}
+
+
+def load_official(
+    name: str = "official",
+    allow_download: bool = False,
+    progress: bool = True,
+    cache_dtype: torch.dtype | None = None,
+    **sources,
+) -> ODISE:
+    """The released model ("official" or "official-caption") from the weights folder.
+
+    Files given as ``odise=``, ``sd=``, ``clip=`` are used as they are (any SD v1.x checkpoint or
+    diffusers folder, a fine-tuned head...); the others must be the manifest's files, present in
+    the weights folder (or downloaded when ``allow_download``) and verified.
+    """
+    from napari_odise.weights import ensure_file, files_for_model
+
+    paths = {}
+    for weight_file in files_for_model(name):
+        role = next(r for r, manifest_role in ROLES.items() if manifest_role == weight_file.role)
+        if sources.get(role) is not None:
+            paths[role] = Path(sources[role])
+        else:
+            paths[role] = ensure_file(weight_file, allow_download=allow_download, progress=progress)
+    return load_from_files(get_config(name), progress=progress, cache_dtype=cache_dtype, **paths)
+
+
+def source_digest(path: Path, progress: bool = False) -> str:
+    """sha256 of a weights file; for a diffusers folder, of its weight files' digests."""
+    from napari_odise.weights import file_sha256
+
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path, progress=progress)
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{path} is neither a weights file nor a diffusers folder with weights")
+    joined = "".join(f"{p.relative_to(path)}:{file_sha256(p)}" for p in files)
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def load_from_files(
+    config: ODISEConfig | str,
+    odise: str | Path,
+    sd: str | Path,
+    clip: str | Path,
+    progress: bool = True,
+    cache_dtype: torch.dtype | None = None,
+    use_cache: bool = True,
+) -> ODISE:
+    """ODISE for ``config`` with its head from ``odise``, UNet/VAE/text context from ``sd`` (ldm
+    checkpoint or diffusers folder) and CLIP from ``clip`` (OpenAI archive or open_clip state dict)."""
+    if isinstance(config, str):
+        config = get_config(config)
+    model = build_odise(config, device="meta")
+    parts = converted_parts(model, odise, sd, clip, progress, cache_dtype, use_cache)
+    _assign(model, parts, _head_kind(config))
+    return model.eval()
+
+
+def prepare_official(name: str = "official", progress: bool = True, config: ODISEConfig | None = None) -> list[Path]:
+    """Convert the model's weight files (already in the weights folder) into the cache now, so the
+    first start is fast too. Returns the cache files. (``config`` overrides the model's sizes: tests.)"""
+    from napari_odise.weights import cache_path, ensure_file, files_for_model
+
+    config = config or get_config(name)
+    paths = {}
+    for weight_file in files_for_model(name):
+        role = next(r for r, manifest_role in ROLES.items() if manifest_role == weight_file.role)
+        paths[role] = ensure_file(weight_file, allow_download=False, progress=progress)
+    model = build_odise(config, device="meta")
+    converted_parts(model, progress=progress, cache_dtype=None, use_cache=True, **paths)
+    return [
+        cache_path(_cache_kind(kind, config), source_digest(paths[role]), None)
+        for kind, role in _sources(config).items()
+    ]
+
+
+def _head_kind(config: ODISEConfig) -> str:
+    return f"odise_{config.variant}"
+
+
+def _sources(config: ODISEConfig) -> dict[str, str]:
+    """Cache kind -> the source file role it is converted from."""
+    return {"unet": "sd", "vae": "sd", "sd_context": "sd", "clip": "clip", _head_kind(config): "odise"}
+
+
+def converted_parts(model: ODISE, odise, sd, clip, progress, cache_dtype, use_cache) -> dict:
+    """Every part's tensors under our names: from the cache, else converted (and cached)."""
+    config = model.config
+    sources = _sources(config)
+    files = {"sd": Path(sd), "clip": Path(clip), "odise": Path(odise)}
+    digests = {role: source_digest(path, progress) for role, path in files.items()}
+    parts = {kind: None for kind in sources}
+    if use_cache:
+        for kind, role in sources.items():
+            parts[kind] = _read_cached(_cache_kind(kind, config), digests[role], cache_dtype)
+    if any(parts[k] is None for k in ("unet", "vae", "sd_context")):
+        parts.update(_convert_sd(model, config, files["sd"]))
+        _write(parts, ("unet", "vae", "sd_context"), config, digests["sd"], cache_dtype, use_cache)
+    if parts["clip"] is None:
+        parts["clip"] = _convert_clip(model, files["clip"])
+        _write(parts, ("clip",), config, digests["clip"], cache_dtype, use_cache)
+    head_kind = _head_kind(config)
+    if parts[head_kind] is None:
+        parts[head_kind] = _convert_head(model, files["odise"])
+        _write(parts, (head_kind,), config, digests["odise"], None, use_cache)
+    return parts
+
+
+def _cache_kind(kind: str, config: ODISEConfig) -> str:
+    """Cache files are per config: the tiny test models must never meet the official ones."""
+    return kind if config.name in ("official", "official-caption") else f"{config.name}-{kind}"
+
+
+def _read_cached(kind: str, digest: str, dtype) -> dict | None:
+    from napari_odise.weights import cache_path, read_cache
+
+    return read_cache(cache_path(kind, digest, dtype), source_sha256=digest)
+
+
+def _write(parts: dict, kinds, config: ODISEConfig, digest: str, dtype, use_cache: bool) -> None:
+    if not use_cache:
+        return
+    from napari_odise.weights import cache_path, write_cache
+
+    for kind in kinds:
+        name = _cache_kind(kind, config)
+        write_cache(parts[kind], cache_path(name, digest, dtype), {"kind": name}, source_sha256=digest, dtype=dtype)
+
+
+def _convert_sd(model: ODISE, config: ODISEConfig, source: Path) -> dict:
+    from napari_odise.weights import load_checkpoint
+
+    from .sd_conversion import convert_ldm, load_diffusers_folder
+
+    log.info("converting Stable Diffusion weights from %s (first start only)", source)
+    with torch.device("meta"):
+        text_shapes = build_sd_text_encoder(config.sd_text)
+    unet, vae = model.features.unet, model.features.vae
+    if source.is_dir():
+        weights = load_diffusers_folder(source, unet, vae, text_shapes)
+    else:
+        weights = convert_ldm(load_checkpoint(source).state_dict, unet, vae, text_shapes, str(source))
+    text_encoder = build_sd_text_encoder(config.sd_text)
+    text_state = {k: v.float() for k, v in weights.text_encoder.items()}
+    text_encoder.load_state_dict(text_state, strict=False)
+    missing = set(text_encoder.state_dict()) - set(text_state) - {"embeddings.position_ids"}
+    if missing:  # convert_ldm checked this already; a diffusers folder too
+        raise ValueError(f"{source}: text encoder tensors missing: {sorted(missing)[:5]}")
+    context = empty_context(text_encoder)
+    return {"unet": weights.unet, "vae": weights.vae, "sd_context": {"context": context}}
+
+
+def _convert_clip(model: ODISE, source: Path) -> dict:
+    from napari_odise.weights import load_checkpoint
+
+    return convert_clip(load_checkpoint(source).state_dict, model.clip, str(source))
+
+
+def _convert_head(model: ODISE, source: Path) -> dict:
+    from napari_odise.weights import load_checkpoint
+
+    return convert_head(load_checkpoint(source).state_dict, model, str(source))
+
+
+def _float32(state: dict) -> dict:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _assign(model: ODISE, parts: dict, head_kind: str) -> None:
+    model.features.unet.load_state_dict(_float32(parts["unet"]), strict=True, assign=True)
+    model.features.vae.load_state_dict(_float32(parts["vae"]), strict=True, assign=True)
+    model.clip.load_state_dict(_float32(parts["clip"]), strict=True, assign=True)
+    load_head_into(model, _float32(parts[head_kind]), assign=True)
+    model.empty_context = parts["sd_context"]["context"].float().clone()
+    config = model.config
+    model.features.noise = shared_noise(config.noise_seed, config.noise_size, config.vae.latent_channels)
+    # the one non-persistent buffer of CLIP: the text transformer's causal mask
+    model.clip.attn_mask = clip_encoder.causal_mask(model.clip.context_length)
+    leftover = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"weights missing after loading: {leftover[:5]}")
+    for module in (model.clip, model.features):
+        for p in module.parameters():
+            p.requires_grad_(False)

@@ -1,0 +1,119 @@
+"""Synthetic checkpoints in the official file layouts, for any model config (tiny in tests).
+
+The key names of Stable Diffusion's original (ldm) layout come from the reference list measured on
+the official code (../shared/reference/sd_v1_ldm_keys.tsv); the tiny model has the same blocks, so
+it has the same names with other shapes. The name correspondence ldm <-> diffusers is read off
+diffusers' own converter by sending it one tagged tensor per key.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+def reference_keys(name: str) -> "OrderedDict[str, tuple[int, ...]]":
+    keys = OrderedDict()
+    for line in (REFERENCE / name).read_text().splitlines():
+        if line.startswith("#") or line.startswith("key\t"):
+            continue
+        key, shape = line.split("\t")[:2]
+        keys[key] = tuple(int(x) for x in shape.split("x")) if shape not in ("scalar", "") else ()
+    return keys
+
+
+def ldm_to_diffusers_names(unet, vae) -> dict[str, str]:
+    """ldm key -> diffusers key for the UNet and VAE, as diffusers' converter renames them."""
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    ref = reference_keys("sd_v1_ldm_keys.tsv")
+    tagged = {k: torch.full((1,) * max(len(s), 1), float(i)) for i, (k, s) in enumerate(ref.items())}
+    names = list(ref)
+    out = {}
+    for converted in (
+        convert_ldm_unet_checkpoint({k: v for k, v in tagged.items() if k.startswith("model.diffusion_model.")}, dict(unet.config)),
+        convert_ldm_vae_checkpoint({k: v for k, v in tagged.items() if k.startswith("first_stage_model.")}, dict(vae.config)),
+    ):
+        for diffusers_key, tensor in converted.items():
+            out[names[int(tensor.flatten()[0])]] = diffusers_key
+    return out
+
+
+def sd_ldm_state_dict(model, text_encoder) -> "OrderedDict[str, torch.Tensor]":
+    """An sd-v1-x.ckpt-style ``state_dict`` holding ``model``'s UNet/VAE and ``text_encoder``."""
+    unet, vae = model.features.unet, model.features.vae
+    names = ldm_to_diffusers_names(unet, vae)
+    ref = reference_keys("sd_v1_ldm_keys.tsv")
+    unet_sd, vae_sd = unet.state_dict(), vae.state_dict()
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    state = OrderedDict()
+    for key, shape in ref.items():
+        if key.startswith("model.diffusion_model."):
+            state[key] = unet_sd[names[key]].clone()
+        elif key.startswith("first_stage_model."):
+            tensor = vae_sd[names[key]].clone()
+            while tensor.ndim < len(shape):  # attention projections are 1x1 convolutions in ldm
+                tensor = tensor[..., None]
+            state[key] = tensor
+        elif key.startswith("cond_stage_model."):
+            continue
+        else:
+            state[key] = betas.float().clone()  # schedule buffers: values irrelevant to ODISE
+    for key, value in text_encoder.state_dict().items():
+        state[f"cond_stage_model.transformer.text_model.{key}"] = value.clone()
+    # present in the public files (an old transformers buffer)
+    state["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    return state
+
+
+def odise_checkpoint(model) -> dict:
+    """A detectron2-style ODISE checkpoint {"model": official keys, ...} of ``model``'s head."""
+    from napari_odise.model.key_mapping import ours_to_official
+
+    variant = model.config.variant
+    state = OrderedDict((ours_to_official(k, variant), v.clone()) for k, v in model.trainable_state_dict().items())
+    classes = 133 if variant == "label" else 1
+    state["criterion.empty_weight"] = torch.cat([torch.ones(classes), torch.tensor([0.1])])
+    return {"model": state, "iteration": 92187}
+
+
+def openai_clip_state_dict(clip) -> "OrderedDict[str, torch.Tensor]":
+    """OpenAI's layout: open_clip's names, fp16, plus three integers."""
+    state = OrderedDict((k, v.clone().half()) for k, v in clip.state_dict().items())
+    state["input_resolution"] = torch.tensor(clip.visual.image_size[0])
+    state["context_length"] = torch.tensor(clip.context_length)
+    state["vocab_size"] = torch.tensor(clip.vocab_size)
+    return state
+
+
+class _Holder(torch.nn.Module):
+    """A module tree whose state dict is exactly the given one (for writing a TorchScript archive)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _holder_tree(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    root = _Holder()
+    for key, value in state.items():
+        *path, leaf = key.split(".")
+        node = root
+        for part in path:
+            if not hasattr(node, part):
+                node.add_module(part, _Holder())
+            node = getattr(node, part)
+        if value.is_floating_point():
+            node.register_parameter(leaf, torch.nn.Parameter(value, requires_grad=False))
+        else:
+            node.register_buffer(leaf, value)
+    return root
+
+
+def write_openai_clip_archive(clip, path) -> None:
+    """A TorchScript archive with OpenAI's ViT-L-14-336px.pt state-dict layout (fp16 + 3 ints)."""
+    scripted = torch.jit.script(_holder_tree(openai_clip_state_dict(clip)))
+    scripted.save(str(path))

@@ -1,0 +1,240 @@
+"""Official-layout files -> a working model, through the same functions users call.
+
+Synthetic checkpoints for the tiny config are written in each official layout (SD's ldm
+``state_dict``, detectron2's ``{"model": ...}``, OpenAI's TorchScript CLIP archive) from a
+"source" model; loading them must reproduce that model exactly (CLIP up to OpenAI's fp16).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from checkpoint_factory import (
+    odise_checkpoint,
+    reference_keys,
+    sd_ldm_state_dict,
+    write_openai_clip_archive,
+)
+from conftest import FAST_GEOMETRY, random_image
+from napari_odise.model.build import build_odise
+from napari_odise.model.config import get_config, official_config
+from napari_odise.model.official_loading import load_from_files, load_official
+from napari_odise.model.sd_context import build_sd_text_encoder
+from napari_odise.model.weight_errors import WeightsMismatchError
+
+
+def tiny_config(**changes):
+    config = get_config("tiny")
+    for key, value in FAST_GEOMETRY.items():
+        setattr(config.inference, key, value)
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+@pytest.fixture(scope="module")
+def source():
+    """A tiny model with its own random weights (seed 7) and its SD text encoder."""
+    config = tiny_config(init_seed=7)
+    torch.manual_seed(7)
+    text_encoder = build_sd_text_encoder(config.sd_text)
+    model = build_odise(config, sd_text_encoder=text_encoder)
+    # train-like head values, so a wrong mapping cannot hide behind zero-initialised gates
+    with torch.no_grad():
+        for p in model.trainable_state_dict().values():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model, text_encoder
+
+
+@pytest.fixture(scope="module")
+def files(source, tmp_path_factory):
+    model, text_encoder = source
+    folder = tmp_path_factory.mktemp("official_layout")
+    paths = {"sd": folder / "sd-v1-3.ckpt", "odise": folder / "odise_label_coco_50e.pth", "clip": folder / "ViT-L-14-336px.pt"}
+    torch.save({"state_dict": sd_ldm_state_dict(model, text_encoder), "global_step": 470000}, paths["sd"])
+    torch.save(odise_checkpoint(model), paths["odise"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_openai_clip_archive(model.clip, paths["clip"])
+    return paths
+
+
+def assert_same_model(loaded, source_model):
+    for name in ("unet", "vae"):
+        a, b = getattr(loaded.features, name).state_dict(), getattr(source_model.features, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for key, value in source_model.trainable_state_dict().items():
+        assert torch.equal(loaded.trainable_state_dict()[key], value), key
+    clip_a, clip_b = loaded.clip.state_dict(), source_model.clip.state_dict()
+    for key in clip_b:  # OpenAI ships fp16
+        assert torch.equal(clip_a[key], clip_b[key].half().float()), key
+    torch.testing.assert_close(loaded.empty_context, source_model.empty_context, rtol=0, atol=0)
+
+
+def test_official_layouts_load_into_the_model(files, source):
+    model = load_from_files(tiny_config(), progress=False, **files)
+    assert_same_model(model, source[0])
+    image = random_image(64, 96, seed=11)
+    vocab = model.embed_vocabulary([["cat"], ["sky"]], [True, False], [True, True])
+    encoded = model.encode(image)
+    assert torch.isfinite(encoded.mask_logits).all()
+    assert model.classify(encoded, vocab).shape == (16, 3)
+
+
+def test_second_start_reads_the_cache_without_converting(files, source, monkeypatch):
+    load_from_files(tiny_config(), progress=False, **files)
+    from napari_odise.model import official_loading
+
+    for step in ("_convert_sd", "_convert_clip", "_convert_head"):
+        monkeypatch.setattr(official_loading, step, lambda *a, **k: pytest.fail("converted again"))
+    assert_same_model(load_from_files(tiny_config(), progress=False, **files), source[0])
+
+
+def test_a_damaged_cache_is_rebuilt(files, source, _isolated_home):
+    load_from_files(tiny_config(), progress=False, **files)
+    unet_cache = next((_isolated_home / "cache").glob("tiny-unet-*.safetensors"))
+    data = bytearray(unet_cache.read_bytes())
+    data[-100:] = bytes(100)  # zero the last tensor bytes
+    unet_cache.write_bytes(bytes(data[:-7]))  # and truncate
+    assert_same_model(load_from_files(tiny_config(), progress=False, **files), source[0])
+    assert unet_cache.exists() and unet_cache.stat().st_size == len(data)
+
+
+def test_diffusers_folder_for_stable_diffusion(files, source, tmp_path):
+    from safetensors.torch import save_file
+
+    model, text_encoder = source
+    for sub, state in (
+        ("unet", model.features.unet.state_dict()),
+        ("vae", model.features.vae.state_dict()),
+        ("text_encoder", {f"text_model.{k}": v for k, v in text_encoder.state_dict().items()}),
+    ):
+        (tmp_path / sub).mkdir()
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / sub / "diffusion_pytorch_model.safetensors")
+    loaded = load_from_files(tiny_config(), odise=files["odise"], sd=tmp_path, clip=files["clip"], progress=False)
+    assert_same_model(loaded, model)
+
+
+def test_missing_and_unexpected_keys_are_named_with_the_file(files, tmp_path):
+    state = torch.load(files["sd"], weights_only=True)["state_dict"]
+    broken = dict(state)
+    del broken["model.diffusion_model.output_blocks.5.1.proj_in.weight"]
+    broken["model.diffusion_model.extra_layer.weight"] = torch.zeros(2)
+    broken["some_other_model.weight"] = torch.zeros(2)
+    path = tmp_path / "broken.ckpt"
+    torch.save({"state_dict": broken}, path)
+    with pytest.raises(WeightsMismatchError) as error:
+        load_from_files(tiny_config(), odise=files["odise"], sd=path, clip=files["clip"], progress=False)
+    assert str(path) in str(error.value) and "some_other_model.weight" in str(error.value)
+    del broken["some_other_model.weight"]
+    torch.save({"state_dict": broken}, path)
+    with pytest.raises(WeightsMismatchError, match="missing 1 tensors") as error:
+        load_from_files(tiny_config(), odise=files["odise"], sd=path, clip=files["clip"], progress=False)
+    assert "up_blocks.1.attentions.2.proj_in.weight" in str(error.value)
+
+
+def test_wrong_head_shapes_and_names(files, tmp_path):
+    checkpoint = torch.load(files["odise"], weights_only=True)
+    checkpoint["model"]["category_head.text_proj.weight"] = torch.zeros(3, 3)
+    checkpoint["model"]["sem_seg_head.unknown.weight"] = torch.zeros(1)
+    path = tmp_path / "head.pth"
+    torch.save(checkpoint, path)
+    with pytest.raises(WeightsMismatchError) as error:
+        load_from_files(tiny_config(), odise=path, sd=files["sd"], clip=files["clip"], progress=False)
+    message = str(error.value)
+    assert "category_head.text_proj.weight (3, 3) != expected (32, 32)" in message
+    assert "sem_seg_head.unknown.weight" in message and str(path) in message
+
+
+def test_the_caption_checkpoint_does_not_fit_the_label_model(files, tmp_path):
+    caption = build_odise(get_config("tiny-caption"))
+    path = tmp_path / "caption.pth"
+    torch.save(odise_checkpoint(caption), path)
+    with pytest.raises(WeightsMismatchError, match="decoder.class_embed"):
+        load_from_files(tiny_config(), odise=path, sd=files["sd"], clip=files["clip"], progress=False)
+
+
+def test_full_size_sd_layout_maps_onto_the_official_model():
+    """Every key of sd-v1-3.ckpt's layout (reference list) lands on the official UNet/VAE/text encoder."""
+    from napari_odise.model.sd_conversion import convert_ldm
+
+    model = build_odise("official", device="meta")
+    with torch.device("meta"):
+        text_encoder = build_sd_text_encoder(official_config().sd_text)
+    state = {k: torch.empty(s, device="meta") for k, s in reference_keys("sd_v1_ldm_keys.tsv").items()}
+    state["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.empty(1, 77, device="meta")
+    weights = convert_ldm(state, model.features.unet, model.features.vae, text_encoder, "reference")
+    assert (len(weights.unet), len(weights.vae), len(weights.text_encoder)) == (686, 248, 196)
+
+
+def test_full_size_clip_layout_maps_onto_the_official_clip():
+    from napari_odise.model.clip_conversion import convert_clip
+
+    model = build_odise("official", device="meta")
+    ref = reference_keys("clip_vit_l14_336_open_clip_keys.tsv")
+    state = {k: torch.empty(s, device="meta") for k, s in ref.items()}
+    state.update({k: torch.tensor(0) for k in ("input_resolution", "context_length", "vocab_size")})
+    assert set(convert_clip(state, model.clip, "reference")) == set(model.clip.state_dict())
+
+
+def test_missing_official_files_say_where_to_put_them(_isolated_home):
+    from napari_odise.weights import WeightsUnavailableError
+
+    with pytest.raises(WeightsUnavailableError) as error:
+        load_official("official", progress=False)
+    message = str(error.value)
+    assert str(_isolated_home / "weights") in message
+    assert "odise_label_coco_50e-b67d2efc.pth" in message or "sd-v1-3.ckpt" in message
+
+
+def test_a_finetuned_checkpoint_loads_by_path(tmp_path):
+    """The fine-tuning output: a head in the official layout + the config beside it; the tiny
+    base model's frozen parts are rebuilt from its seed."""
+    from napari_odise import Predictor
+    from napari_odise.model.loading import finetuned_config_path
+
+    model = build_odise(tiny_config(init_seed=3))
+    with torch.no_grad():
+        for p in model.trainable_state_dict().values():
+            p.add_(0.05)
+    path = tmp_path / "finetuned.pth"
+    torch.save(odise_checkpoint(model), path)
+    finetuned_config_path(path).write_text(json.dumps({"config": model.config.to_dict(), "base_model": "tiny"}))
+    predictor = Predictor.from_pretrained(path, device="cpu")
+    for key, value in model.trainable_state_dict().items():
+        assert torch.equal(predictor.model.trainable_state_dict()[key], value)
+    image = random_image(64, 64, seed=2)
+    np.testing.assert_array_equal(predictor.model.encode(image).mask_logits, model.encode(image).mask_logits)
+
+
+def test_prepare_official_fills_the_cache_from_the_weights_folder(files, source, monkeypatch):
+    """What `napari-odise weights import` runs after placing the files (tiny sizes here)."""
+    import shutil
+
+    from napari_odise.model import official_loading
+    from napari_odise.weights import manifest, sha256_file, weights_dir
+
+    entries = []
+    for name, role, key in (("label", "odise", "odise"), ("sd", "stable_diffusion", "sd"), ("clip", "clip", "clip")):
+        entries.append(
+            {"name": name, "role": role, "filename": files[key].name, "url": f"https://example.org/{name}",
+             "licence": "test", "sha256": sha256_file(files[key])}
+        )
+        weights_dir().mkdir(parents=True, exist_ok=True)
+        shutil.copy(files[key], weights_dir() / files[key].name)
+    test_manifest = manifest.Manifest.from_dict({"format": 1, "files": entries, "models": {"official": ["label", "sd", "clip"]}})
+    monkeypatch.setattr(manifest, "load_manifest", lambda: test_manifest)
+
+    caches = official_loading.prepare_official("official", progress=False, config=tiny_config())
+    assert len(caches) == 5 and all(p.is_file() for p in caches)
+    for step in ("_convert_sd", "_convert_clip", "_convert_head"):
+        monkeypatch.setattr(official_loading, step, lambda *a, **k: pytest.fail("converted again"))
+    model = official_loading.load_from_files(
+        tiny_config(), progress=False, **{k: weights_dir() / p.name for k, p in files.items()}
+    )
+    assert_same_model(model, source[0])
