@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .key_mapping import official_to_ours
+from .key_mapping import official_to_ours, ours_to_official
 from .weight_errors import check_state_dict
 
 
@@ -37,3 +37,16 @@ def load_head_into(model, state: dict[str, torch.Tensor], assign: bool = False) 
     for prefix, module in model.trainable_modules().items():
         sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
         module.load_state_dict(sub, strict=True, assign=assign)
+
+
+def official_state_dict(model) -> dict[str, torch.Tensor]:
+    """The head in the released checkpoints' layout (what ``convert_head`` reads back).
+
+    ``criterion.empty_weight`` is added as the official files have it: 1 per training class, 0.1
+    for "no object" (133 classes for the label model, 1 for the caption model).
+    """
+    variant = model.config.variant
+    state = {ours_to_official(k, variant): v.detach().cpu().clone() for k, v in model.trainable_state_dict().items()}
+    classes = model.config.num_categories_trained
+    state["criterion.empty_weight"] = torch.cat([torch.ones(classes), torch.tensor([0.1])])
+    return state

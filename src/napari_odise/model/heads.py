@@ -27,6 +27,17 @@ class CategoryHead(nn.Module):
             raise RuntimeError("the caption model has no 'no object' embedding")
         return self.text_proj(self.null_embed)
 
+    def category_logits(self, mask_embed, text_embed, counts: list[int], scale) -> torch.Tensor:
+        """(..., K) scaled cosine of mask embeddings with the projected texts, max over synonyms."""
+        from .ensemble import max_over_synonyms
+
+        return max_over_synonyms(scaled_cosine(mask_embed, self.project(text_embed), scale), counts)
+
+    def logits_with_no_object(self, mask_embed, text_embed, counts: list[int], scale) -> torch.Tensor:
+        """(..., K + 1): the label model's class logits, "no object" last (official cal_pred_logits)."""
+        categories = self.category_logits(mask_embed, text_embed, counts, scale)
+        return torch.cat([categories, scaled_cosine(mask_embed, self.null(), scale)], dim=-1)
+
 
 def scaled_cosine(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """scale * cos(a_i, b_j) for a (..., N, C) and b (M, C) -> (..., N, M)."""

@@ -106,6 +106,7 @@ class ODISE(nn.Module):
         self.category_head = CategoryHead(clip_dim, head.mask_dim, with_null_embed=config.variant == "label")
         self.text_cache = TextEmbeddingCache()
         self.mask_cache = MaskCache(config.inference.mask_cache_mb * 2**20)
+        self.gradient_checkpointing = False  # recompute UNet activations in backward (training)
         for module in (self.clip, self.features):
             for p in module.parameters():
                 p.requires_grad_(False)
@@ -149,8 +150,14 @@ class ODISE(nn.Module):
             clip_embed = clip_encoder.image_embedding(self.clip, crops01, self.config.clip)
         context, time_condition = self.captioner(clip_embed.to(self.empty_context.dtype), self.empty_context)
         # The UNet is frozen but not detached: in training, gradients reach the captioner through it.
-        feats = self.features(crops01, context, time_condition)
-        return self.backbone(feats, crop_hw)
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self._diffuse_and_project, crops01, context, time_condition, crop_hw, use_reentrant=False)
+        return self._diffuse_and_project(crops01, context, time_condition, crop_hw)
+
+    def _diffuse_and_project(self, crops01, context, time_condition, crop_hw):
+        return self.backbone(self.features(crops01, context, time_condition), crop_hw)
 
     def backbone_features(self, padded01: torch.Tensor, progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
         inf = self.config.inference
@@ -222,15 +229,11 @@ class ODISE(nn.Module):
             vocab.counts,
         )
         if self.config.variant == "label":
-            category_logits = max_over_synonyms(
-                scaled_cosine(mask_embed, head.project(vocab.raw.to(device)), scale), vocab.counts
-            )
-            null_logits = scaled_cosine(mask_embed, head.null(), scale)
-            p_background = torch.cat([category_logits, null_logits], -1).softmax(-1)[:, -1]
+            logits = head.logits_with_no_object(mask_embed, vocab.raw.to(device), vocab.counts, scale)
+            category_logits = logits[:, :-1]
+            p_background = logits.softmax(-1)[:, -1]
         else:
-            category_logits = max_over_synonyms(
-                scaled_cosine(mask_embed, head.project(prompt_text), scale), vocab.counts
-            )
+            category_logits = head.category_logits(mask_embed, prompt_text, vocab.counts, scale)
             p_background = encoded.class_logits.to(device).softmax(-1)[:, 1]
         ensembled = geometric_ensemble(category_logits, clip_logits, vocab.seen, inf.alpha, inf.beta)
         return with_background(ensembled, p_background).cpu()

@@ -1,0 +1,1 @@
+"""Fine-tuning ODISE's trainable head on exported annotations (the diffusion model and CLIP stay frozen)."""

@@ -1,0 +1,311 @@
+"""The fine-tuning loop: ODISE's head trained on exported annotations, frozen SD and CLIP.
+
+AdamW (no weight decay on norms and biases, as detectron2), warm-up then ODISE's step schedule
+(or cosine), gradient-norm clipping (ODISE: 0.01), mixed precision on GPU, optional gradient
+checkpointing of the diffusion backbone, a validation PQ on held-out images, and resumable
+checkpoints: ``<output>/last.pt`` holds the head, optimizer, step and random states, so a resumed
+run continues the same schedule with the same samples. The result is ``<output>/model.pth`` in
+the official key layout, with ``model.config.json``, ``vocabulary.json`` and ``training.json``
+beside it; the Predictor loads it by path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_odise.io.atomic import atomic_write_text, atomic_writer
+from napari_odise.model.head_loading import official_state_dict
+from napari_odise.model.loading import finetuned_config_path, load_model
+from napari_odise.model.odise import ODISE
+
+from .augment import JitterConfig
+from .criterion import LossWeights, set_criterion
+from .dataset import PanopticTrainingData
+from .pq import PQStats
+from .schedule import lr_factor
+
+log = logging.getLogger(__name__)
+LAST_LAYER_LOSSES = ("loss_ce", "loss_mask", "loss_dice")
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class FinetuneConfig:
+    dataset: str
+    output: str
+    base_model: str = "official"
+    steps: int = 2000
+    batch_size: int = 2
+    image_size: int = 1024  # LSJ crop size (a multiple of 64)
+    min_scale: float = 0.1
+    max_scale: float = 2.0
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    grad_clip: float | None = 0.01
+    warmup_steps: int = 50
+    warmup_factor: float = 0.067
+    schedule: str = "step"
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    val_fraction: float = 0.2
+    val_every: int = 500
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "auto"
+    loss: LossWeights = field(default_factory=LossWeights)
+    val_short_edge: int | None = None  # test-time resize for validation (default: image_size)
+
+    def __post_init__(self):
+        if self.image_size % 64:
+            raise ValueError(f"image_size must be a multiple of 64, got {self.image_size}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if isinstance(self.loss, dict):
+            self.loss = LossWeights(**self.loss)
+
+
+@dataclass
+class StepReport:
+    step: int
+    total: int
+    losses: dict[str, float]
+    lr: float
+    val_pq: float | None = None
+
+
+class Cancelled(Exception):
+    """Raised inside the loop when ``should_stop`` returns True (the last checkpoint is kept)."""
+
+
+class Finetuner:
+    def __init__(self, config: FinetuneConfig, model: ODISE | None = None, resume: bool = True):
+        from napari_odise.predictor import resolve_device
+
+        self.config = config
+        self.output = Path(config.output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.data = PanopticTrainingData(config.dataset, config.val_fraction, config.seed)
+        self.device = resolve_device(config.device)
+        if PRECISIONS[config.precision] is not None and self.device.type != "cuda":
+            raise ValueError("mixed precision training needs a CUDA GPU; use precision='fp32' on the CPU")
+        self.model = (model if model is not None else load_model(config.base_model)).to(self.device)
+        if self.model.config.variant != "label":
+            raise ValueError(
+                "fine-tuning trains the label model (ODISE's category-label objective); the caption model was "
+                "trained from captions, which exported datasets do not have. Use base_model='official'."
+            )
+        self.model.gradient_checkpointing = config.gradient_checkpointing
+        vocab = self.data.vocabulary
+        self.text = self.model.embed_vocabulary(vocab.synonym_lists(), [c.isthing for c in vocab], vocab.seen_mask())
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, config.weight_decay), lr=config.lr)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+        self.rng = np.random.default_rng(config.seed)
+        self.torch_rng = torch.Generator().manual_seed(config.seed)
+        self.jitter = JitterConfig(config.image_size, config.min_scale, config.max_scale)
+        self.step = 0
+        self.history: list[dict] = []
+        if resume and self.checkpoint_path.exists():
+            self.load_checkpoint(self.checkpoint_path)
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.output / "last.pt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.output / "model.pth"
+
+    # -- one step -------------------------------------------------------------------------------
+    def class_logits(self, mask_embed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.model.category_head.logits_with_no_object(
+            mask_embed, self.text.raw.to(self.device), self.text.counts, scale
+        )
+
+    def losses(self, images: torch.Tensor, labels, masks) -> dict[str, torch.Tensor]:
+        dtype = PRECISIONS[self.config.precision]
+        autocast = torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        with autocast:
+            features = self.model.backbone_features(images.to(self.device))
+            out = self.model.head_outputs(features, all_layers=True)
+            scale = out["logit_scale"]
+            predictions = [
+                {"class_logits": self.class_logits(p["mask_embed"], scale), "mask_logits": p["mask_logits"]}
+                for p in [*out["aux"], out]
+            ]
+        return set_criterion(predictions, labels, [m.to(self.device) for m in masks], self.config.loss, self.torch_rng)
+
+    def train_step(self) -> StepReport:
+        config = self.config
+        factor = lr_factor(self.step, config.steps, config.warmup_steps, config.warmup_factor, config.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * factor
+        self.model.train()
+        images, labels, masks = self.data.batch(config.batch_size, self.jitter, self.rng)
+        losses = self.losses(images, labels, masks)
+        total = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(trainable_parameters(self.model), config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        values = {k: float(losses[k].detach()) for k in LAST_LAYER_LOSSES}
+        values["total"] = float(total.detach())
+        report = StepReport(self.step, config.steps, values, config.lr * factor)
+        self.history.append({"step": self.step, "lr": report.lr, **values})
+        return report
+
+    # -- validation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, names: list[str] | None = None) -> float:
+        """PQ of the current model on held-out images (the full inference path, no augmentation)."""
+        names = self.data.val_names if names is None else names
+        if not names:
+            return float("nan")
+        model = self.model.eval()
+        inference = model.config.inference
+        previous = (inference.short_edge, inference.max_size)
+        inference.short_edge = self.config.val_short_edge or self.config.image_size
+        inference.max_size = max(inference.max_size, inference.short_edge)
+        stats = PQStats()
+        ids = self.data.vocabulary.ids
+        try:
+            for name in names:
+                sample = self.data.samples[name]
+                encoded = model.encode(sample.image)
+                label_map, segments = model.panoptic(encoded, model.classify(encoded, self.text), self.text.isthing)
+                predicted = {s.id: ids[s.category_index] for s in segments}
+                stats.add(label_map.numpy(), predicted, sample.label_map, sample.categories)
+        finally:
+            inference.short_edge, inference.max_size = previous
+            model.mask_cache.clear()
+        return stats.pq()
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(
+        self,
+        progress: Callable[[StepReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Path:
+        """Train up to ``config.steps`` (from the resumed step), then export; returns model.pth."""
+        config = self.config
+        started = time.perf_counter()
+        while self.step < config.steps:
+            if should_stop is not None and should_stop():
+                self.save_checkpoint()
+                raise Cancelled(f"stopped at step {self.step}; run again to resume")
+            report = self.train_step()
+            if not all(math.isfinite(v) for v in report.losses.values()):
+                raise FloatingPointError(
+                    f"the loss became {report.losses['total']} at step {self.step}: lower the learning rate"
+                )
+            if config.val_every and (self.step % config.val_every == 0 or self.step == config.steps):
+                report.val_pq = self.evaluate()
+                self.history[-1]["val_pq"] = report.val_pq
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                self.save_checkpoint()
+            if progress is not None:
+                progress(report)
+        self.save_checkpoint()
+        return self.export(time.perf_counter() - started)
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save_checkpoint(self, path: Path | None = None) -> Path:
+        path = Path(path or self.checkpoint_path)
+        state = {
+            "step": self.step,
+            "head": {k: v.detach().cpu() for k, v in self.model.trainable_state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            "torch_rng": self.torch_rng.get_state(),
+            "history": json.dumps(self.history),
+            "config": json.dumps(_plain(asdict(self.config))),
+        }
+        _atomic_torch_save(state, path)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+        for key in ("steps", "lr", "schedule", "warmup_steps", "dataset"):
+            if saved.get(key) != _plain(getattr(self.config, key)):
+                log.warning("resuming with %s=%r (the checkpoint used %r)", key, getattr(self.config, key), saved.get(key))
+        from napari_odise.model.head_loading import load_head_into
+
+        load_head_into(self.model, {k: v.to(self.device) for k, v in state["head"].items()})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        self.torch_rng.set_state(state["torch_rng"])
+        self.history = json.loads(state["history"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def export(self, seconds: float = 0.0) -> Path:
+        """model.pth (official layout) + model.config.json + vocabulary.json + training.json."""
+        _atomic_torch_save({"model": official_state_dict(self.model), "iteration": self.step}, self.model_path)
+        config_file = {"config": self.model.config.to_dict(), "base_model": base_model_name(self.config.base_model)}
+        atomic_write_text(finetuned_config_path(self.model_path), json.dumps(config_file, indent=1, sort_keys=True))
+        self.data.vocabulary.save(self.output / "vocabulary.json")
+        record = {
+            "steps": self.step,
+            "seconds": round(seconds, 1),
+            "dataset": str(Path(self.config.dataset).resolve()),
+            "train_images": self.data.train_names,
+            "val_images": self.data.val_names,
+            "final_val_pq": next((h["val_pq"] for h in reversed(self.history) if "val_pq" in h), None),
+            "config": _plain(asdict(self.config)),
+            "history": self.history,
+        }
+        atomic_write_text(self.output / "training.json", json.dumps(record, indent=1))
+        return self.model_path
+
+
+def base_model_name(base: str) -> str:
+    """The model whose frozen parts a checkpoint sits on (a fine-tuned base passes its own on)."""
+    from napari_odise.model.loading import OFFICIAL_MODELS, RANDOM_MODELS
+
+    if base in OFFICIAL_MODELS or base in RANDOM_MODELS:
+        return base
+    config_file = finetuned_config_path(Path(base))
+    return json.loads(config_file.read_text()).get("base_model", "official")
+
+
+def trainable_parameters(model: ODISE) -> list[nn.Parameter]:
+    return [p for m in model.trainable_modules().values() for p in m.parameters() if p.requires_grad]
+
+
+def param_groups(model: ODISE, weight_decay: float) -> list[dict]:
+    """detectron2's default groups: no weight decay for normalisation layers and biases."""
+    norms = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)
+    decay, no_decay = [], []
+    for module in model.trainable_modules().values():
+        for sub in module.modules():
+            for name, param in sub.named_parameters(recurse=False):
+                if not param.requires_grad:
+                    continue
+                (no_decay if isinstance(sub, norms) or name == "bias" else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    with atomic_writer(path) as stream:
+        torch.save(obj, stream)
