@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from napari_odise.train.criterion import LossWeights
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -43,6 +41,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
+    from napari_odise.train.criterion import LossWeights
     from napari_odise.train.finetune import Cancelled, FinetuneConfig, Finetuner
 
     config = FinetuneConfig(

@@ -1,0 +1,258 @@
+"""COCO panoptic annotations of :class:`PanopticResult` objects, and reading them back.
+
+One annotation per image: ``{"image_id", "file_name" (the PNG), "segments_info"}``, each segment
+``{"id", "category_id", "area", "bbox", "iscrowd"}`` as the COCO panoptic format defines them, plus
+two extra keys that COCO readers ignore and our reader restores:
+
+* ``"source"``: ``"model"`` or ``"edited"`` (a person changed the segment);
+* ``"score"``: the model's confidence, left out when the segment has none (NaN).
+
+``iscrowd`` is 0 unless the result came from a file that marked the segment a crowd region
+(``info["iscrowd"]``, a list of segment ids). Unassigned segments (category -1) have no COCO
+category: exporting them is refused unless they are skipped, in which case their pixels become
+void (0) in the PNG so that every PNG id has its ``segments_info`` entry.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Collection
+from pathlib import Path
+
+import numpy as np
+
+from napari_odise.io.boxes import bounding_boxes
+from napari_odise.io.categories import vocabulary_from_coco
+from napari_odise.io.coco_files import (
+    find_file,
+    image_dirs,
+    image_info,
+    png_dirs,
+    select_images,
+    vocabulary_name,
+)
+from napari_odise.io.errors import DatasetError
+from napari_odise.io.manifest import provenance_by_name
+from napari_odise.io.panoptic_png import read_panoptic_png
+from napari_odise.io.stable_json import read_json
+from napari_odise.result import SOURCES, UNASSIGNED, PanopticResult, segments_table
+from napari_odise.vocabulary import Vocabulary
+
+
+def unassigned_ids(result: PanopticResult) -> list[int]:
+    segments = result.segments
+    return segments.loc[segments["category_id"] == UNASSIGNED, "id"].astype(int).tolist()
+
+
+def exported_label_map(result: PanopticResult, skipped: Collection[int]) -> np.ndarray:
+    """The label map as exported: skipped segments' pixels set to 0 (void)."""
+    if not skipped:
+        return result.label_map
+    return np.where(np.isin(result.label_map, list(skipped)), 0, result.label_map).astype(
+        np.int32
+    )
+
+
+def segments_info(result: PanopticResult, skipped: Collection[int] = ()) -> list[dict]:
+    """COCO ``segments_info`` of a result, in id order (``skipped`` ids left out)."""
+    segments = result.segments[~result.segments["id"].isin(list(skipped))]
+    crowd = {int(i) for i in result.info.get("iscrowd", ())}
+    boxes = bounding_boxes(result.label_map, segments["id"])
+    entries = []
+    for row in segments.itertuples(index=False):
+        entry = {
+            "id": int(row.id),
+            "category_id": int(row.category_id),
+            "area": int(row.area),
+            "bbox": boxes[int(row.id)],
+            "iscrowd": int(int(row.id) in crowd),
+            "source": str(row.source),
+        }
+        if not math.isnan(row.score):
+            entry["score"] = float(row.score)
+        entries.append(entry)
+    return entries
+
+
+def panoptic_annotation(
+    result: PanopticResult, image_id: int, png_file_name: str, skipped: Collection[int] = ()
+) -> dict:
+    return {
+        "image_id": int(image_id),
+        "file_name": png_file_name,
+        "segments_info": segments_info(result, skipped),
+    }
+
+
+# --- reading ---------------------------------------------------------------------------------
+def read_panoptic(
+    json_path: str | os.PathLike,
+    image_name: str | None = None,
+    *,
+    png_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
+) -> list[PanopticResult]:
+    """The images of a COCO panoptic JSON as results, in the file's ``images`` order.
+
+    Each result's vocabulary is built from ``categories`` (our extra ``synonyms`` key restored),
+    ``source`` and ``score`` come back when present (else ``"model"`` and NaN), and ``info``
+    names the files: ``image_name``, ``image_id``, ``file_name``, ``image_path`` (None when the
+    image is not found), ``panoptic_png``, ``annotations``, ``supercategories``; ``iscrowd`` when
+    the file marks crowd segments; ``provenance``/``model`` when it lies in a napari-odise dataset.
+
+    PNGs are looked up in ``png_dir``, else ``../panoptic/`` (our layout), ``<json stem>/`` beside
+    the JSON (COCO's layout), or the JSON's folder; images in ``image_dir``, else ``../images/``,
+    COCO's ``../<split>/`` for ``panoptic_<split>.json``, or the JSON's folder.
+    ``image_name`` picks one image by name (file stem) or file name.
+    """
+    reader = PanopticReader(json_path, png_dir=png_dir, image_dir=image_dir)
+    return [reader.read(image) for image in reader.images(image_name)]
+
+
+class PanopticReader:
+    """One loaded COCO panoptic JSON, reading its images one at a time (for large files)."""
+
+    def __init__(
+        self,
+        json_path: str | os.PathLike,
+        *,
+        png_dir: str | os.PathLike | None = None,
+        image_dir: str | os.PathLike | None = None,
+        data: dict | None = None,
+    ):
+        self.json_path = Path(json_path)
+        self.data = read_json(self.json_path) if data is None else data
+        if not is_panoptic_json(self.data):
+            raise DatasetError(
+                f"{self.json_path} is not a COCO panoptic file: it needs 'images', 'categories' "
+                f"and 'annotations' with 'segments_info'"
+            )
+        self.vocabulary, self.supercategories = vocabulary_from_coco(
+            self.data["categories"], name=vocabulary_name(self.data, self.json_path)
+        )
+        self._annotations = {int(a["image_id"]): a for a in self.data["annotations"]}
+        self._images_by_id: dict[int, dict] | None = None
+        self._png_dirs = png_dirs(self.json_path, png_dir)
+        self._image_dirs = image_dirs(self.json_path, image_dir)
+        self._provenance = provenance_by_name(self.json_path)
+
+    def images(self, image_name: str | None = None) -> list[dict]:
+        return select_images(self.data["images"], image_name, self.json_path)
+
+    def image_by_id(self, image_id: int) -> dict:
+        if self._images_by_id is None:
+            self._images_by_id = {int(i["id"]): i for i in self.data["images"]}
+        try:
+            return self._images_by_id[int(image_id)]
+        except KeyError:
+            raise DatasetError(f"{self.json_path}: no image with id {image_id}") from None
+
+    def image_path(self, image: dict) -> Path | None:
+        """The image file of an ``images`` entry, where found."""
+        return find_file(image["file_name"], self._image_dirs)
+
+    def read(self, image: dict) -> PanopticResult:
+        annotation = self._annotations.get(int(image["id"]))
+        if annotation is None:
+            raise DatasetError(f"{self.json_path}: image {image['file_name']!r} has no annotation")
+        png = find_file(annotation["file_name"], self._png_dirs)
+        if png is None:
+            raise DatasetError(
+                f"{self.json_path}: panoptic PNG {annotation['file_name']!r} not found in "
+                + ", ".join(str(d) for d in self._png_dirs)
+                + " (pass png_dir)"
+            )
+        info = image_info(image, self.json_path, self._image_dirs, "coco_panoptic")
+        info["panoptic_png"] = str(png.resolve())
+        info["supercategories"] = dict(self.supercategories)
+        record = self._provenance.get(info["image_name"])
+        if record is not None:
+            info["provenance"] = dict(record)
+            if record.get("model") is not None:
+                info["model"] = record["model"]
+        return result_from_segments_info(
+            read_panoptic_png(png), annotation["segments_info"], self.vocabulary, info, image
+        )
+
+
+def result_from_segments_info(
+    label_map: np.ndarray,
+    entries: list[dict],
+    vocabulary: Vocabulary,
+    info: dict,
+    image: dict | None = None,
+) -> PanopticResult:
+    """A result from a PNG's ids and its ``segments_info`` (areas recounted from the map)."""
+    where = info.get("panoptic_png", "panoptic PNG")
+    if image is not None and "height" in image and "width" in image:
+        if label_map.shape != (int(image["height"]), int(image["width"])):
+            raise DatasetError(
+                f"{where}: PNG is {label_map.shape[1]}x{label_map.shape[0]} but the image entry "
+                f"says {image['width']}x{image['height']}"
+            )
+    areas = np.bincount(label_map.ravel(), minlength=1)
+    described = {int(e["id"]) for e in entries}
+    present = set(np.flatnonzero(areas).tolist()) - {0}
+    undescribed = sorted(present - described)
+    if undescribed:
+        raise DatasetError(
+            f"{where}: segment ids {undescribed[:10]} are in the PNG but not in segments_info"
+        )
+    rows = []
+    empty = []
+    crowd = []
+    for entry in entries:
+        segment_id = int(entry["id"])
+        if segment_id not in present:
+            empty.append(segment_id)
+            continue
+        category_id = int(entry["category_id"])
+        try:
+            category = vocabulary.by_id(category_id)
+        except KeyError:
+            raise DatasetError(
+                f"{where}: segment {segment_id} has category_id {category_id}, which is not in "
+                f"categories"
+            ) from None
+        source = entry.get("source", "model")
+        if source not in SOURCES:
+            raise DatasetError(
+                f"{where}: segment {segment_id} has source {source!r}; expected one of {SOURCES}"
+            )
+        score = entry.get("score")
+        rows.append(
+            (
+                segment_id, category.id, category.name, category.isthing,
+                np.nan if score is None else float(score), int(areas[segment_id]), source,
+            )
+        )
+        if entry.get("iscrowd", 0):
+            crowd.append(segment_id)
+    info = dict(info)
+    if crowd:
+        info["iscrowd"] = sorted(crowd)
+    if empty:
+        info["empty_segments"] = sorted(empty)
+    table = segments_table(*zip(*rows)) if rows else segments_table()
+    result = PanopticResult(label_map, table, vocabulary, info=info)
+    try:
+        result.validate()
+    except ValueError as error:
+        raise DatasetError(f"{where}: {error}") from None
+    return result
+
+
+def is_panoptic_json(data) -> bool:
+    """COCO panoptic has one annotation (with ``segments_info``) per image; a file with images
+    but no annotations is an instances file of images without objects."""
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("images"), list)
+        and isinstance(data.get("categories"), list)
+        and isinstance(data.get("annotations"), list)
+    ):
+        return False
+    if not data["annotations"]:
+        return not data["images"]
+    return all(isinstance(a, dict) and "segments_info" in a for a in data["annotations"][:50])

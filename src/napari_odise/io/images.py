@@ -1,0 +1,91 @@
+"""Image files in and out: deterministic PNGs, and the size or pixels of whatever a user brings.
+
+PNGs are written by Pillow without metadata chunks (no time stamps), so the same array gives the
+same bytes and exported datasets can be compared byte for byte. Source images are copied as they
+are (no re-encoding, no quality loss); only arrays are written, always as PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from napari_odise.io.atomic import atomic_write_bytes
+
+_TIFF_SUFFIXES = {".tif", ".tiff"}
+
+
+def check_png_array(array: np.ndarray) -> np.ndarray:
+    """The array if PNG can hold it exactly (bool becomes uint8 0/1), else ValueError."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    gray = array.ndim == 2
+    color = array.ndim == 3 and array.shape[2] in (3, 4)
+    if not (array.dtype == np.uint8 and (gray or color)) and not (
+        array.dtype == np.uint16 and gray
+    ):
+        raise ValueError(
+            f"cannot write a {array.dtype} array of shape {array.shape} as PNG: use uint8 "
+            f"(H, W), (H, W, 3) or (H, W, 4), or uint16 (H, W)"
+        )
+    return array
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 gray/RGB/RGBA or uint16 gray array (bool counts as uint8 0/1)."""
+    array = check_png_array(array)
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` as a PNG, atomically."""
+    return atomic_write_bytes(path, encode_png(array))
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Pixels of a PNG as stored (uint8 or uint16; palette images keep their indices)."""
+    with Image.open(path) as image:
+        image.load()
+        return np.asarray(image)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Pixels of an image file (TIFF through tifffile, the rest through Pillow)."""
+    path = Path(path)
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        import tifffile
+
+        return np.asarray(tifffile.imread(path))
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        return np.asarray(image)
+
+
+def image_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file, from its header where the format allows."""
+    path = Path(path)
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tiff:
+            shape = tiff.series[0].shape
+        if len(shape) == 3 and shape[-1] in (3, 4):
+            return int(shape[0]), int(shape[1])
+        if len(shape) != 2:
+            raise ValueError(f"{path}: expected a 2-D (optionally RGB) image, got shape {shape}")
+        return int(shape[0]), int(shape[1])
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except OSError as error:
+        raise ValueError(f"{path}: not an image Pillow or tifffile can read ({error})") from None
+    return height, width
