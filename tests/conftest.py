@@ -9,6 +9,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# Load torch (and with torchvision, triton) before any test creates an OpenGL canvas: triton's
+# LLVM loaded after Mesa's LLVM-based llvmpipe (Xvfb) crashes the process. The plugin itself keeps
+# triton out of napari sessions (napari_odise._widgets), this only fixes the tests' import order.
+import torchvision  # noqa: E402,F401
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):

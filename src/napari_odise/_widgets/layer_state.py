@@ -1,0 +1,425 @@
+"""A napari Labels layer kept as a panoptic segmentation: table, colours and metadata follow pixels.
+
+Pixels are the truth and the table is derived from them. Every id ever seen in the layer has a
+remembered row (category id, score, origin); the table lists the ids present, with their pixel
+counts, category names from the layer's vocabulary (a category it no longer has shows as
+"unassigned") and a source: "model" for a segment exactly as the model made it (model origin, same
+area), otherwise "edited".
+
+A remembered row never changes its category (only a model score is refreshed when a new result
+leaves a segment's pixels and category as they were). An edit that changes a segment's category
+or score gives the segment a fresh id instead, never used before in the layer. That is what lets
+napari's own undo/redo, which knows only pixels, restore categories too: undoing brings the old
+ids back, and with them their rows. The table is re-derived after every brush/fill/eraser/polygon
+edit, every undo/redo (``set_data``), every data replacement (``data``) and every plugin edit, so
+the table/map invariant of :mod:`napari_odise.result` holds at all times. (napari emits ``paint``
+before writing the pixels when an edit is not grouped into a stroke, e.g. the polygon tool or
+``layer.paint`` from a script; the ``labels_update`` that follows the write then syncs again.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from psygnal import Signal
+
+from napari_odise.result import (
+    SOURCES,
+    UNASSIGNED,
+    UNASSIGNED_NAME,
+    UNLABELED_NAME,
+    PanopticResult,
+    segments_table,
+)
+from napari_odise.vocabulary import Vocabulary
+
+from .planes import PlaneKey
+from .relabel import place_result
+
+METADATA_KEY = "odise"
+FEATURE_COLUMNS = ["index", "category", "category_id", "isthing", "score", "area", "source"]
+
+
+@dataclass
+class Row:
+    """What the layer remembers about one id."""
+
+    category_id: int = UNASSIGNED
+    score: float = math.nan
+    origin: str = "edited"  # "model": placed by a model result
+    model_area: int = 0  # pixels the model result gave it
+
+
+def count_ids(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ids > 0 present, their pixel counts, unlabeled pixel count) of a label array."""
+    flat = np.asarray(data).ravel()
+    largest = int(flat.max(initial=0))
+    if largest <= 4 * flat.size + 1024:
+        counts = np.bincount(flat, minlength=1)
+        ids = np.flatnonzero(counts)
+        ids = ids[ids > 0]
+        return ids, counts[ids], int(counts[0])
+    ids, counts = np.unique(flat, return_counts=True)  # a few huge ids: no giant bincount
+    zero = int(counts[0]) if ids.size and ids[0] == 0 else 0
+    return ids[ids > 0], counts[ids > 0], zero
+
+
+def features_table(table: pd.DataFrame, unlabeled_area: int) -> pd.DataFrame:
+    """A Labels layer's ``features``: ``index`` = segment id, plus row 0 so hovering the
+    background shows "unlabeled" rather than "[No Properties]" (same layout as
+    :meth:`PanopticResult.features`)."""
+    background = pd.DataFrame(
+        {
+            "index": [0],
+            "category": [UNLABELED_NAME],
+            "category_id": [UNASSIGNED],
+            "isthing": [False],
+            "score": [np.nan],
+            "area": [unlabeled_area],
+            "source": [""],
+        }
+    )
+    rows = table.rename(columns={"id": "index"})[FEATURE_COLUMNS]
+    return pd.concat([background, rows], ignore_index=True).astype(
+        {
+            "index": np.int64,
+            "category_id": np.int64,
+            "isthing": bool,
+            "score": np.float64,
+            "area": np.int64,
+            "category": object,
+            "source": object,
+        }
+    )
+
+
+def segment_colors(table: pd.DataFrame, vocabulary: Vocabulary) -> dict:
+    """Colours by category (instances shaded apart), by the core's rule in PanopticResult.colors;
+    that rule reads only the table and the vocabulary, so no label map is needed."""
+    return PanopticResult(np.zeros((0, 0), np.int32), table, vocabulary).colors()
+
+
+def rows_from_result(result: PanopticResult, ids: Mapping[int, int], label_map: np.ndarray) -> dict[int, Row]:
+    """Rows for a result's segments placed under layer ids ``ids[result_id]``."""
+    layer_ids, areas, _ = count_ids(label_map)
+    area_of = dict(zip(layer_ids.tolist(), areas.tolist()))
+    rows = {}
+    for segment in result.segments.itertuples(index=False):
+        if segment.id in ids:
+            layer_id = ids[segment.id]
+            rows[layer_id] = Row(
+                int(segment.category_id), float(segment.score), "model", area_of.get(layer_id, 0)
+            )
+    return rows
+
+
+class SegmentationLayer:
+    """The state behind one Labels layer; see the module docstring for the rules."""
+
+    table_changed = Signal()
+
+    def __init__(
+        self,
+        layer,
+        vocabulary: Vocabulary,
+        rows: Mapping[int, Row] = (),
+        info: dict | None = None,
+        image_layer=None,
+        model_results: Mapping[PlaneKey, PanopticResult] | None = None,
+        claimed: Mapping[PlaneKey, np.ndarray] | None = None,
+    ):
+        self.layer = layer
+        self.vocabulary = vocabulary
+        self.rows: dict[int, Row] = dict(rows)
+        self.info = dict(info or {})
+        self.image_layer = image_layer
+        self.model_results: dict[PlaneKey, PanopticResult] = dict(model_results or {})
+        self.claimed: dict[PlaneKey, np.ndarray] = dict(claimed or {})
+        self.pending: set[int] = set()  # ids handed out for painting, not painted yet
+        self.table = segments_table()
+        self._present: set[int] = set()
+        self._unlabeled = -1
+        self._colors: dict | None = None
+        self._syncing = False
+        self._painted = False  # a paint event came; the labels_update after the write re-syncs
+        self._selected = layer.selected_label
+        self._next_id = max([0, *self.rows, int(np.max(layer.data, initial=0))]) + 1
+        for emitter in self._emitters():
+            emitter.connect(self._on_pixels_changed)
+        layer.events.selected_label.connect(self._on_selected_label)
+        self.sync()
+        self.write_metadata()
+
+    # --- adopting layers the plugin did not make -----------------------------------------------
+    @classmethod
+    def adopt(cls, layer, fallback_vocabulary: Vocabulary) -> SegmentationLayer:
+        """Take over any Labels layer: rows from its features table (``index``, ``category_id``,
+        ``score``, ``source`` columns) and vocabulary from its metadata when present, else the
+        given vocabulary and unassigned segments."""
+        meta = layer.metadata.get(METADATA_KEY, {}) if isinstance(layer.metadata, Mapping) else {}
+        vocabulary = fallback_vocabulary
+        if meta.get("vocabulary") is not None:
+            stored = meta["vocabulary"]
+            vocabulary = Vocabulary.from_json(stored if isinstance(stored, str) else json.dumps(stored))
+        if not isinstance(layer.data, np.ndarray) or layer.data.dtype != np.int32:
+            layer.data = np.asarray(layer.data).astype(np.int32)  # fresh ids must fit; numpy for edits
+        rows = {}
+        features = layer.features
+        if "index" in features and "category_id" in features:
+            scores = features["score"] if "score" in features else [math.nan] * len(features)
+            sources = features["source"] if "source" in features else ["edited"] * len(features)
+            areas = features["area"] if "area" in features else [0] * len(features)
+            for index, category_id, score, source, area in zip(
+                features["index"], features["category_id"], scores, sources, areas
+            ):
+                if int(index) > 0:
+                    origin = source if source in SOURCES else "edited"
+                    rows[int(index)] = Row(
+                        int(category_id), float(score), origin, int(area) if origin == "model" else 0
+                    )
+        return cls(layer, vocabulary, rows, info=meta.get("info"))
+
+    # --- planes --------------------------------------------------------------------------------
+    def plane(self, key: PlaneKey) -> np.ndarray:
+        """The label map of one plane (a view into the layer's data)."""
+        return self.layer.data[key] if key else self.layer.data
+
+    def plane_table(self, key: PlaneKey) -> pd.DataFrame:
+        """The table of the segments in one plane, with their areas in that plane."""
+        ids, areas, _ = count_ids(self.plane(key))
+        rows = self.table.set_index("id").loc[ids]
+        return segments_table(
+            ids, rows["category_id"], rows["category"], rows["isthing"], rows["score"], areas, rows["source"]
+        )
+
+    def result(self, key: PlaneKey = ()) -> PanopticResult:
+        """One plane as a validated PanopticResult (with the model tensors when the plane has them)."""
+        self.sync()
+        model = self.model_results.get(key)
+        result = PanopticResult(
+            self.plane(key).copy(),
+            self.plane_table(key),
+            self.vocabulary,
+            encoded=model.encoded if model is not None else None,
+            info=dict(self.info),
+        )
+        result.validate()
+        return result
+
+    # --- ids -----------------------------------------------------------------------------------
+    def allocate(self) -> int:
+        """An id never used in this layer."""
+        new_id = self._next_id
+        self._next_id += 1
+        return new_id
+
+    def present(self, segment_id: int) -> bool:
+        return segment_id in self._present
+
+    # --- keeping the table in step with the pixels ---------------------------------------------
+    def sync(self) -> bool:
+        """Re-derive the table from the pixels; push features and colours when they changed."""
+        if self._syncing:
+            return False
+        self._syncing = True
+        try:
+            ids, areas, unlabeled = count_ids(self.layer.data)
+            for segment_id in ids.tolist():
+                self.rows.setdefault(segment_id, Row())
+            self._present = set(ids.tolist())
+            self.pending -= self._present
+            if ids.size:
+                self._next_id = max(self._next_id, int(ids[-1]) + 1)
+            table = self._derive(ids, areas)
+            if table.equals(self.table) and unlabeled == self._unlabeled:
+                self._update_colors()
+                return False
+            self.table, self._unlabeled = table, unlabeled
+            self.layer.features = features_table(table, unlabeled)
+            self._update_colors()
+        finally:
+            self._syncing = False
+        self.table_changed.emit()
+        return True
+
+    def _derive(self, ids: np.ndarray, areas: np.ndarray) -> pd.DataFrame:
+        known = {c.id: c for c in self.vocabulary}
+        category_ids, names, isthing, scores, sources = [], [], [], [], []
+        for segment_id, area in zip(ids.tolist(), areas.tolist()):
+            row = self.rows[segment_id]
+            category = known.get(row.category_id)
+            category_ids.append(category.id if category else UNASSIGNED)
+            names.append(category.name if category else UNASSIGNED_NAME)
+            isthing.append(category.isthing if category else False)
+            scores.append(row.score)
+            sources.append("model" if row.origin == "model" and area == row.model_area else "edited")
+        return segments_table(ids, category_ids, names, isthing, scores, areas, sources)
+
+    def _update_colors(self) -> None:
+        colors = segment_colors(self.table, self.vocabulary)
+        known = {c.id: c for c in self.vocabulary}
+        for segment_id in self.pending:  # a new segment shows its category's colour as it is painted
+            category = known.get(self.rows[segment_id].category_id)
+            if category is not None:
+                colors[segment_id] = (*(v / 255 for v in category.color), 1.0)
+        if colors != self._colors:
+            from napari.utils.colormaps import DirectLabelColormap
+
+            self._colors = colors
+            self.layer.colormap = DirectLabelColormap(color_dict=colors)
+
+    def _emitters(self):
+        events = self.layer.events
+        return (events.paint, events.set_data, events.data, events.labels_update)
+
+    def _on_pixels_changed(self, event=None) -> None:
+        if event is not None and event.type == "labels_update":
+            if not self._painted:
+                return  # display refresh inside a stroke: the stroke's paint event follows
+            self._painted = False
+        elif event is not None and event.type == "paint":
+            self._painted = True
+        self.sync()
+
+    def _on_selected_label(self, event=None) -> None:
+        """napari's "new label" (M) picks max id + 1, which may be an id whose row this layer still
+        remembers (a deleted segment): move on to a fresh id so no old category comes back."""
+        label = self.layer.selected_label
+        if label == self._selected:
+            return  # napari re-emits the event when the colormap changes
+        self._selected = label
+        if label > 0 and label in self.rows and label not in self._present and label not in self.pending:
+            self.layer.selected_label = self.allocate()
+
+    # --- writing pixels (undoable) ---------------------------------------------------------------
+    def write(self, changes: Iterable[tuple[PlaneKey, np.ndarray, np.ndarray]]) -> None:
+        """Write new plane maps as ONE napari undo step (``data_setitem``), then sync."""
+        with self.layer.block_history():
+            for key, old_map, new_map in changes:
+                index = np.nonzero(old_map != new_map)
+                if index[0].size:
+                    plane_index = tuple(np.full(index[0].size, k, dtype=np.intp) for k in key)
+                    self.layer.data_setitem(plane_index + index, new_map[index])
+        self.sync()
+
+    def commit(
+        self, key: PlaneKey, new_map: np.ndarray, new_table: pd.DataFrame, old_table: pd.DataFrame
+    ) -> dict[int, int]:
+        """Apply an edit of one plane (``refine``'s output) by the fresh-id rule.
+
+        Returns {id in ``new_table``: id in the layer} for segments that got a fresh id.
+        """
+        before = {int(r.id): (int(r.category_id), float(r.score)) for r in old_table.itertuples(index=False)}
+        fresh = {}
+        for r in new_table.itertuples(index=False):
+            was = before.get(int(r.id))
+            if was is not None and was[0] == r.category_id and _same_score(was[1], r.score):
+                continue
+            fresh[int(r.id)] = self.allocate()
+            self.rows[fresh[int(r.id)]] = Row(int(r.category_id), float(r.score), "edited")
+        if fresh:
+            lut = np.arange(max(int(new_map.max(initial=0)), max(fresh)) + 1, dtype=np.int32)
+            lut[list(fresh)] = list(fresh.values())
+            new_map = lut[new_map]
+        self.write([(key, np.array(self.plane(key)), new_map)])
+        return fresh
+
+    # --- model results --------------------------------------------------------------------------
+    def apply_results(
+        self, results: Mapping[PlaneKey, PanopticResult], vocabulary: Vocabulary, info: dict | None = None
+    ) -> None:
+        """Place new model results (a rerun or a vocabulary change) by :mod:`.relabel`'s rule,
+        as one undo step."""
+        self.sync()
+        self.vocabulary = vocabulary
+        if info:
+            self.info.update(info)
+        changes = []
+        for key, result in results.items():
+            old = np.array(self.plane(key))
+            plane = self.plane_table(key)
+            edited = plane.loc[plane["source"] == "edited", "id"].tolist()
+            model = plane[plane["source"] == "model"]
+            claimed = self.claimed.get(key, old != 0)
+            placement = place_result(
+                old,
+                claimed,
+                edited,
+                dict(zip(model["id"].tolist(), model["category_id"].tolist())),
+                result.label_map,
+                result.segments,
+                self.allocate,
+            )
+            new_rows = rows_from_result(
+                result, {r: i for r, (i, _) in placement.ids.items()}, placement.label_map
+            )
+            for layer_id, row in new_rows.items():
+                if layer_id in self.rows and self.rows[layer_id].origin == "model":
+                    self.rows[layer_id].score = row.score  # same pixels, same category: refresh score
+                else:
+                    self.rows[layer_id] = row
+            self.claimed[key] = placement.claimed
+            if result.encoded is not None:
+                self.model_results[key] = result
+            changes.append((key, old, placement.label_map))
+        self.write(changes)
+        self.write_metadata()
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        """Show the same segments under another vocabulary (names by category id; ids it lacks
+        become unassigned). For layers without model tensors to re-classify."""
+        self.vocabulary = vocabulary
+        self.sync()
+        self.write_metadata()
+
+    # --- metadata ------------------------------------------------------------------------------
+    def write_metadata(self) -> None:
+        """``metadata["odise"] = {"vocabulary": <Vocabulary JSON text>, "info": {...}}``, the keys
+        napari_odise.io (reader, writer, export) uses too."""
+        metadata = dict(self.layer.metadata)
+        metadata[METADATA_KEY] = {"vocabulary": self.vocabulary.to_json(), "info": dict(self.info)}
+        self.layer.metadata = metadata
+
+    def close(self) -> None:
+        """Stop following the layer (it was removed)."""
+        for emitter in self._emitters():
+            emitter.disconnect(self._on_pixels_changed)
+        self.layer.events.selected_label.disconnect(self._on_selected_label)
+
+
+def _same_score(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def initial_labels(shape, results: Mapping[PlaneKey, PanopticResult]) -> tuple[np.ndarray, dict, dict]:
+    """(data, rows, claimed) of a new Labels layer holding ``results``: ids 1.. in plane order,
+    each plane's segments in the result's id order (a 2-D result keeps its own ids 1..n)."""
+    data = np.zeros(shape, dtype=np.int32)
+    rows: dict[int, Row] = {}
+    claimed = {}
+    next_id = iter(range(1, 2**31 - 1))
+    for key in sorted(results):
+        result = results[key]
+        empty = np.zeros(result.label_map.shape, dtype=np.int32)
+        placement = place_result(
+            empty,
+            np.zeros(empty.shape, bool),
+            (),
+            {},
+            result.label_map,
+            result.segments,
+            lambda: next(next_id),
+        )
+        ids = {r: i for r, (i, _) in placement.ids.items()}
+        rows.update(rows_from_result(result, ids, placement.label_map))
+        claimed[key] = placement.claimed
+        if key:
+            data[key] = placement.label_map
+        else:
+            data[...] = placement.label_map
+    return data, rows, claimed

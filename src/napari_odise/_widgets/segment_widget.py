@@ -1,0 +1,322 @@
+"""The Segment widget: pick an image, a model and a vocabulary, then Run (cancellable).
+
+UI and worker plumbing only: the work is :meth:`Session.segment_work` run by a napari generator
+``thread_worker`` (progress reports are its yields); results reach the layers only through
+``worker.returned``, so a cancelled or failed run leaves the layers as they were. A vocabulary edit
+re-labels the chosen image's layer from the cached model tensors (no backbone run), after any
+running job.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_odise.vocabulary import VocabularyError
+
+from .gl_compat import guard_triton
+from .job import Job, Progress
+from .overlays import NamesOverlay, SemanticOverlay
+from .planes import all_planes, current_plane, labels_shape
+from .session import DEVICES, MODELS, PRECISIONS, SETTINGS, ModelChoice, Session
+from .vocabulary_widget import VocabularyWidget
+
+CHECKPOINT_ITEM = "fine-tuned checkpoint..."
+CURRENT_PLANE, ALL_PLANES = "current plane", "all planes"
+_MODEL_HELP = (
+    "official: ODISE label model (needs the official weights: `napari-odise weights status` says "
+    "which files and where). official-caption: the caption-trained variant. tiny: random weights, "
+    "for trying the plugin without weights (its segments are meaningless)."
+)
+
+
+class SegmentWidget(QWidget):
+    def __init__(self, napari_viewer):
+        super().__init__()
+        guard_triton()  # before anything imports PyTorch's compiler stack (see gl_compat)
+        self.viewer = napari_viewer
+        self.session = Session.of(napari_viewer)
+        self._job: Job | None = None
+        self._worker = None
+        self._relabel_worker = None
+        self._relabel_pending = False
+        self._overlays: dict[int, list] = {}
+
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image to segment: 2-D RGB or grayscale, or a stack of planes")
+        self.image_combo.currentTextChanged.connect(self._update_planes)
+        form.addRow("Image", self.image_combo)
+        self.planes_combo = QComboBox()
+        self.planes_combo.addItems([CURRENT_PLANE, ALL_PLANES])
+        self.planes_combo.setToolTip("For stacks: segment the plane on screen, or every plane in turn")
+        form.addRow("Planes", self.planes_combo)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems([*MODELS, CHECKPOINT_ITEM])
+        self.model_combo.setToolTip(_MODEL_HELP)
+        self.model_combo.activated.connect(self._maybe_pick_checkpoint)
+        form.addRow("Model", self.model_combo)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.device_combo.setToolTip("auto: the GPU when PyTorch sees one, else the CPU (slow)")
+        form.addRow("Device", self.device_combo)
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(PRECISIONS)
+        self.precision_combo.setToolTip("fp16/bf16 halve GPU memory; fp16 needs a CUDA GPU")
+        form.addRow("Precision", self.precision_combo)
+        self.settings_combo = QComboBox()
+        self.settings_combo.addItems(SETTINGS)
+        self.settings_combo.setToolTip(
+            "evaluation: the paper's settings (ensemble 0.3/0.7, kept-area threshold 0.8); "
+            "demo: the official demo's (0.35/0.65, threshold 0: fewer holes, more small segments)"
+        )
+        form.addRow("Settings", self.settings_combo)
+
+        for combo in (self.model_combo, self.device_combo, self.precision_combo, self.settings_combo):
+            combo.currentTextChanged.connect(self._store_choice)
+
+        self.vocabulary_widget = VocabularyWidget(self.session.vocabulary)
+        self.names_box = QCheckBox("Show category names on the segments")
+        self.names_box.toggled.connect(self._toggle_names)
+        self.semantic_box = QCheckBox("Also add a semantic layer (one label per category)")
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.vocabulary_widget)
+        layout.addWidget(self.names_box)
+        layout.addWidget(self.semantic_box)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addStretch()
+
+        for emitter in (
+            napari_viewer.layers.events.inserted,
+            napari_viewer.layers.events.removed,
+            napari_viewer.layers.events.reordered,
+        ):
+            emitter.connect(self._refresh_images)
+        self.session.vocabulary.changed.connect(self._on_vocabulary_changed)
+        self._refresh_images()
+
+    # --- choices -------------------------------------------------------------------------------
+    def selected_image(self) -> Image | None:
+        name = self.image_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+        return layer if isinstance(layer, Image) else None
+
+    def choice(self) -> ModelChoice:
+        return ModelChoice(
+            self.model_combo.currentText(),
+            self.device_combo.currentText(),
+            self.precision_combo.currentText(),
+            self.settings_combo.currentText(),
+        )
+
+    def _store_choice(self, *args) -> None:
+        self.session.choice = self.choice()
+
+    def _refresh_images(self, event=None) -> None:
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+        elif (
+            event is not None and getattr(event, "type", "") == "inserted" and isinstance(event.value, Image)
+        ):
+            self.image_combo.setCurrentText(event.value.name)  # a newly opened image is the likely target
+        self.image_combo.blockSignals(False)
+        self._update_planes()
+
+    def _update_planes(self, *args) -> None:
+        image = self.selected_image()
+        self.planes_combo.setEnabled(image is not None and len(labels_shape(image)) > 2)
+
+    def _maybe_pick_checkpoint(self, index: int) -> None:
+        if self.model_combo.itemText(index) != CHECKPOINT_ITEM:
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Fine-tuned checkpoint", filter="Checkpoints (*.pth *.pt *.safetensors)"
+        )
+        if path:
+            self.model_combo.insertItem(index, path)
+            self.model_combo.setCurrentIndex(index)
+        else:
+            self.model_combo.setCurrentIndex(0)
+
+    # --- running -------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None or self._relabel_worker is not None
+
+    def run(self) -> None:
+        """Segment the chosen image (plane or planes) in a worker thread."""
+        image = self.selected_image()
+        if image is None:
+            show_error(
+                "Open an image first (File > Open Sample > napari-odise has photographs), then pick it here"
+            )
+            return
+        try:
+            vocabulary = self.session.vocabulary.require()
+        except VocabularyError as error:
+            show_error(str(error))
+            return
+        shape = labels_shape(image)
+        if len(shape) < 2:
+            show_error(
+                f"'{image.name}' has shape {image.data.shape}: ODISE needs a 2-D image or a stack of them"
+            )
+            return
+        if len(shape) > 2 and self.planes_combo.currentText() == ALL_PLANES:
+            planes = all_planes(shape)
+        else:
+            planes = [current_plane(image, self.viewer.dims.point)]
+        choice = self.choice()
+        self._job = Job()
+        work = self.session.segment_work(image, planes, vocabulary, choice)
+        worker = create_worker(self._job.run, work, _start_thread=False, _connect={"errored": self._on_error})
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(partial(self._on_segmented, image, vocabulary, choice))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._set_running(True, f"segmenting '{image.name}' with {choice.model}...")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the run at the model's next progress report; no layer is added or changed."""
+        if self._worker is None:
+            return
+        self._job.cancel()
+        self._worker.quit()
+        self.cancel_button.setEnabled(False)
+        self.status.setText("cancelling...")
+
+    def _on_progress(self, progress: Progress) -> None:
+        self.progress_bar.setValue(round(progress.fraction * 1000))
+        self.status.setText(progress.text())
+
+    def _on_segmented(self, image, vocabulary, choice, results) -> None:
+        if results is None or image not in self.viewer.layers:
+            return
+        layer = self.session.apply_segmentation(image, results, vocabulary, choice)
+        state = self.session.state(layer)
+        self._add_overlays(state)
+        show_info(f"'{layer.name}': {len(state.table)} segments")
+        self._relabel_pending = self._vocabulary_differs()  # edited while the model ran
+
+    def _on_error(self, error: Exception) -> None:
+        show_error(f"napari-odise: {error}")
+
+    def _on_finished(self) -> None:
+        cancelled = self._job is not None and self._job.cancelled and self._worker is not None
+        self._worker = None
+        self._relabel_worker = None
+        self._set_running(False, "cancelled: nothing was changed" if cancelled else "done")
+        if self._relabel_pending:
+            self.relabel()
+
+    def _set_running(self, running: bool, text: str) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running and self._worker is not None)
+        if not running:
+            self.progress_bar.setValue(0)
+        self.status.setText(text)
+
+    # --- vocabulary changes --------------------------------------------------------------------
+    def _target_state(self):
+        image = self.selected_image()
+        layer = self.session.result_layer(image) if image is not None else None
+        return self.session.state(layer) if layer is not None else None
+
+    def _vocabulary_differs(self) -> bool:
+        state, vocabulary = self._target_state(), self.session.vocabulary.vocabulary
+        return state is not None and vocabulary is not None and state.vocabulary != vocabulary
+
+    def _on_vocabulary_changed(self) -> None:
+        if self.busy:
+            self._relabel_pending = True
+        else:
+            self.relabel()
+
+    def relabel(self) -> None:
+        """Re-label the chosen image's layer with the edited vocabulary (no backbone run)."""
+        self._relabel_pending = False
+        if not self._vocabulary_differs():
+            return
+        state, vocabulary = self._target_state(), self.session.vocabulary.vocabulary
+        work = self.session.relabel_work(state, vocabulary)
+        if work is None:
+            self.session.apply_relabel(state, None, vocabulary)
+            return
+        worker = create_worker(work, _start_thread=False, _connect={"errored": self._on_error})
+        worker.returned.connect(partial(self._on_relabelled, state, vocabulary))
+        worker.finished.connect(self._on_finished)
+        self._relabel_worker = worker
+        self._set_running(True, "re-labelling with the new vocabulary...")
+        worker.start()
+
+    def _on_relabelled(self, state, vocabulary, results) -> None:
+        if state.layer in self.viewer.layers:
+            self.session.apply_relabel(state, results, vocabulary)
+
+    # --- overlays ------------------------------------------------------------------------------
+    def _add_overlays(self, state) -> None:
+        overlays = self._overlays.setdefault(id(state.layer), [])
+        kinds = {type(o) for o in overlays if o.layer in self.viewer.layers}
+        if self.names_box.isChecked() and NamesOverlay not in kinds:
+            overlays.append(NamesOverlay(self.viewer, state))
+        if self.semantic_box.isChecked() and SemanticOverlay not in kinds:
+            overlays.append(SemanticOverlay(self.viewer, state))
+
+    def _toggle_names(self, shown: bool) -> None:
+        state = self._target_state()
+        if state is None:
+            return
+        names = [
+            o
+            for o in self._overlays.get(id(state.layer), [])
+            if isinstance(o, NamesOverlay) and o.layer in self.viewer.layers
+        ]
+        if names:
+            names[0].layer.visible = shown
+            if shown:
+                names[0].update()
+        elif shown:
+            self._add_overlays(state)
+
+    def closeEvent(self, event) -> None:
+        self.cancel()
+        super().closeEvent(event)
