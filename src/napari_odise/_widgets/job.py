@@ -77,9 +77,14 @@ class Job:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def run(self, work: Callable[[Callable[[Progress], None]], T]) -> Generator[Progress, None, T | None]:
+    def run(
+        self, work: Callable[[Callable[[Progress], None]], T], interrupt: bool = True
+    ) -> Generator[Progress, None, T | None]:
         """Yield ``work``'s progress reports; return its result, or None when cancelled.
 
+        ``interrupt``: after :meth:`cancel`, the work's next report raises inside it (unwinding
+        the predictor at once). With False the report is dropped instead, for work that checks
+        :attr:`cancelled` itself to stop cleanly (fine-tuning saves a checkpoint first).
         Errors raised by ``work`` are raised again here as :class:`JobError` (so the worker
         reports them).
         """
@@ -87,7 +92,9 @@ class Job:
 
         def report(progress: Progress) -> None:
             if self._cancel.is_set():
-                raise _Cancelled
+                if interrupt:
+                    raise _Cancelled
+                return
             reports.put(("progress", progress))
 
         def target():

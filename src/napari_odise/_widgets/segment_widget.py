@@ -67,7 +67,7 @@ class SegmentWidget(QWidget):
         self.planes_combo.setToolTip("For stacks: segment the plane on screen, or every plane in turn")
         form.addRow("Planes", self.planes_combo)
         self.model_combo = QComboBox()
-        self.model_combo.addItems([*MODELS, CHECKPOINT_ITEM])
+        self.model_combo.addItems([*MODELS, *self.session.checkpoints, CHECKPOINT_ITEM])
         self.model_combo.setToolTip(_MODEL_HELP)
         self.model_combo.activated.connect(self._maybe_pick_checkpoint)
         form.addRow("Model", self.model_combo)
@@ -126,6 +126,7 @@ class SegmentWidget(QWidget):
         ):
             emitter.connect(self._refresh_images)
         self.session.vocabulary.changed.connect(self._on_vocabulary_changed)
+        self.session.checkpoints.added.connect(self._list_checkpoint)
         self._refresh_images()
 
     # --- choices -------------------------------------------------------------------------------
@@ -171,10 +172,14 @@ class SegmentWidget(QWidget):
             self, "Fine-tuned checkpoint", filter="Checkpoints (*.pth *.pt *.safetensors)"
         )
         if path:
-            self.model_combo.insertItem(index, path)
-            self.model_combo.setCurrentIndex(index)
+            self.model_combo.setCurrentText(self.session.add_checkpoint(path))
         else:
             self.model_combo.setCurrentIndex(0)
+
+    def _list_checkpoint(self, path: str) -> None:
+        """A checkpoint added to the session (here, or by the Fine-tune widget) becomes a choice."""
+        if self.model_combo.findText(path) < 0:
+            self.model_combo.insertItem(self.model_combo.findText(CHECKPOINT_ITEM), path)
 
     # --- running -------------------------------------------------------------------------------
     @property
@@ -319,4 +324,5 @@ class SegmentWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         self.cancel()
+        self.session.checkpoints.added.disconnect(self._list_checkpoint)
         super().closeEvent(event)

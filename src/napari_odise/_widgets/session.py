@@ -1,5 +1,6 @@
 """What the widgets of one viewer share, without Qt: loaded predictors, the vocabulary being
-edited, and which Labels layer holds which image's segmentation.
+edited, the fine-tuned checkpoints the model lists offer, and which Labels layer holds which
+image's segmentation.
 
 Testable with ``napari.components.ViewerModel()``. Work that takes long (loading a model,
 segmenting, re-classifying) is written as functions the widgets run in napari thread workers; the
@@ -20,6 +21,7 @@ from napari_odise.predictor import Predictor
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary
 
+from .checkpoints import Checkpoints
 from .job import Progress
 from .layer_state import SegmentationLayer, initial_labels
 from .planes import PlaneKey, image_plane, labels_shape
@@ -54,6 +56,7 @@ class Session:
         self.predictors: dict[tuple[str, str, str], Predictor] = {}
         self.vocabulary = VocabularyModel()
         self.choice = ModelChoice()  # the Segment widget's model choice (re-score of adopted layers)
+        self.checkpoints = Checkpoints()  # fine-tuned models offered next to the official ones
         self.states: dict[int, SegmentationLayer] = {}  # by id() of the Labels layer
         # One model run at a time: a re-score or re-label waits for a running segmentation.
         self.model_lock = threading.Lock()
@@ -77,6 +80,15 @@ class Session:
         geometry = {k: v for k, v in predictor.settings.items() if k in _GEOMETRY}
         predictor.configure(choice.settings, **geometry)
         return predictor
+
+    def add_checkpoint(self, path) -> str:
+        """Offer a fine-tuned checkpoint in the model lists. Predictors loaded from that path
+        before are dropped: the file may have been rewritten (fine-tuning again into the same
+        folder), and the next run must load what is there now."""
+        path = self.checkpoints.add(path)
+        for key in [key for key in self.predictors if key[0] == path]:
+            del self.predictors[key]
+        return path
 
     # --- layers --------------------------------------------------------------------------------
     def state(self, labels_layer) -> SegmentationLayer:

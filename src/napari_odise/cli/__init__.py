@@ -15,6 +15,11 @@ from napari_odise import __version__
 # Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: list[str] = [
     "weights",
+    "export",
+    "segment",
+    "relabel",
+    "merge",
+    "finetune",
 ]
 
 

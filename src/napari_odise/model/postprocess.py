@@ -50,11 +50,13 @@ class QueryMasks:
         self.mask_logits = mask_logits
         self.geometry = geometry
         self.dense: torch.Tensor | None = None
+        self._foreground: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def dense_bytes(self) -> int:
+        """Memory of the kept masks: float32 probabilities + the boolean foreground."""
         h, w = self.geometry.output_size
-        return 4 * self.mask_logits.shape[0] * h * w
+        return 5 * self.mask_logits.shape[0] * h * w
 
     def materialize(self) -> torch.Tensor:
         if self.dense is None:
@@ -80,6 +82,47 @@ class QueryMasks:
                 yield k, self.dense[q]
         else:
             yield from self._compute(queries)
+
+    def foreground(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigmoid >= 0.5 per query (Q, H, W) bool, its pixel count (Q,)), kept with the dense masks."""
+        if self._foreground is None:
+            fg = self.materialize() >= 0.5
+            self._foreground = (fg, fg.flatten(1).sum(1))
+        return self._foreground
+
+    def ownership(self, queries: list[int], scores: torch.Tensor):
+        """Which of ``queries`` owns each pixel (highest score * sigmoid, the first on ties).
+
+        Returns (owner (H, W) int64 positions in ``queries``, whether the owner's own mask is
+        >= 0.5 there (H, W) bool, each query's sigmoid >= 0.5 area (list)).
+        """
+        best = torch.full(self.geometry.output_size, float("-inf"))
+        owner = torch.zeros(self.geometry.output_size, dtype=torch.int64)
+        if self.dense is not None:
+            fg, area = self.foreground()
+            index = torch.as_tensor(queries)
+            h, w = self.geometry.output_size
+            chunk = max(1, (64 * 2**20) // (4 * h * w))
+            for start in range(0, len(queries), chunk):
+                part = index[start : start + chunk]
+                weighted = self.dense[part] * scores[start : start + chunk, None, None]
+                value, position = weighted.max(0)  # first maximum within the chunk
+                better = value > best  # strict: earlier chunks win ties
+                best = torch.where(better, value, best)
+                owner = torch.where(better, position + start, owner)
+            owner_foreground = torch.gather(fg[index], 0, owner[None])[0]
+            return owner, owner_foreground, area[index].tolist()
+        original_area = []
+        for k, prob in self._compute(queries):
+            weighted = scores[k] * prob
+            better = weighted > best
+            best = torch.where(better, weighted, best)
+            owner[better] = k
+            original_area.append(int((prob >= 0.5).sum()))
+        owner_foreground = torch.zeros(self.geometry.output_size, dtype=torch.bool)
+        for k, prob in self._compute(queries):
+            owner_foreground |= (owner == k) & (prob >= 0.5)
+        return owner, owner_foreground, original_area
 
 
 def as_query_masks(masks, geometry: MaskGeometry) -> QueryMasks:
@@ -122,42 +165,33 @@ def panoptic_inference(
     scores, labels = class_logprobs.float().softmax(-1).max(-1)
     keep = (labels != num_classes) & (scores > object_mask_threshold)
     kept = torch.nonzero(keep).flatten().tolist()
-    label_map = torch.zeros(geometry.output_size, dtype=torch.int32)
     if not kept:
-        return label_map, []
-    best = torch.full(geometry.output_size, float("-inf"))
-    owner = torch.full(geometry.output_size, -1, dtype=torch.int64)
-    original_area = []
-    for k, prob in masks.iter(kept):
-        weighted = scores[kept[k]] * prob
-        better = weighted > best
-        best = torch.where(better, weighted, best)
-        owner[better] = k
-        original_area.append(int((prob >= 0.5).sum()))
+        return torch.zeros(geometry.output_size, dtype=torch.int32), []
+    owner, owner_foreground, original_area = masks.ownership(kept, scores[kept])
     assigned_area = torch.bincount(owner.flatten(), minlength=len(kept)).tolist()
+    kept_area = torch.bincount(owner[owner_foreground], minlength=len(kept)).tolist()
 
     segments: list[Segment] = []
     stuff_segment: dict[int, Segment] = {}
-    for k, prob in masks.iter(kept):
-        q = kept[k]
+    segment_of = torch.zeros(len(kept), dtype=torch.int32)  # per kept query; 0 = dropped
+    for k, q in enumerate(kept):
         label = int(labels[q])
-        mask = (owner == k) & (prob >= 0.5)
-        if assigned_area[k] == 0 or original_area[k] == 0 or not bool(mask.any()):
+        if assigned_area[k] == 0 or original_area[k] == 0 or kept_area[k] == 0:
             continue
         if assigned_area[k] / original_area[k] < overlap_threshold:
             continue
         thing = bool(isthing[label])
-        if not thing and label in stuff_segment:
+        if not thing and label in stuff_segment:  # stuff of one category is one segment
             seg = stuff_segment[label]
-            label_map[mask] = seg.id
             seg.queries.append(q)
             seg.score = max(seg.score, float(scores[q]))
-            continue
-        seg = Segment(len(segments) + 1, label, thing, float(scores[q]), [q])
-        segments.append(seg)
-        if not thing:
-            stuff_segment[label] = seg
-        label_map[mask] = seg.id
+        else:
+            seg = Segment(len(segments) + 1, label, thing, float(scores[q]), [q])
+            segments.append(seg)
+            if not thing:
+                stuff_segment[label] = seg
+        segment_of[k] = seg.id
+    label_map = torch.where(owner_foreground, segment_of[owner], torch.zeros((), dtype=torch.int32))
     return label_map, segments
 
 

@@ -58,5 +58,7 @@ def hungarian_match(
         + class_weight * cost_class
         + dice_weight * pairwise_dice(out, tgt)
     )
+    if not torch.isfinite(cost).all():
+        raise FloatingPointError("the model's outputs are not finite (training diverged): lower the learning rate")
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)

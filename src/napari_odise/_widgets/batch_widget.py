@@ -1,0 +1,222 @@
+"""The Batch widget: a folder of images -> store / per-image files / COCO dataset, with a
+progress bar, Cancel, and resume by pressing Run again.
+
+A thin face on :func:`napari_odise.batch.run_batch`, which runs in a napari worker thread; its
+progress callback reaches the bar through a Qt signal (queued to the GUI thread). Everything
+here can be done from a script or with ``napari-odise segment``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .gl_compat import guard_triton
+
+MODELS = ("official", "official-caption", "tiny")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+class _ProgressBridge(QObject):
+    progress = Signal(object)
+
+
+class BatchWidget(QWidget):
+    def __init__(self, napari_viewer=None):
+        super().__init__()
+        guard_triton()  # before PyTorch loads (see gl_compat)
+        self.viewer = napari_viewer
+        self.model_settings: dict = {}  # extra inference options (e.g. short_edge) for scripted runs
+        self.worker = None
+        self.summary = None
+        self._cancel = threading.Event()
+        self._bridge = _ProgressBridge()
+        self._bridge.progress.connect(self._show_progress)
+
+        form = QFormLayout()
+        self.input_edit = QLineEdit()
+        self.input_edit.setPlaceholderText("folder of images")
+        form.addRow("Images", _with_browse(self.input_edit, self._pick_input))
+        self.recursive_box = QCheckBox("include sub-folders")
+        form.addRow("", self.recursive_box)
+        self.glob_edit = QLineEdit()
+        self.glob_edit.setPlaceholderText('all images, or e.g. "*.tif"')
+        form.addRow("Only", self.glob_edit)
+        self.output_edit = QLineEdit()
+        self.output_edit.setPlaceholderText("output folder (an existing one resumes)")
+        form.addRow("Output", _with_browse(self.output_edit, self._pick_output))
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(MODELS)
+        self.model_combo.setToolTip("tiny: random weights, for trying the batch without the official weights")
+        form.addRow("Model", self.model_combo)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        form.addRow("Device", self.device_combo)
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(PRECISIONS)
+        form.addRow("Precision", self.precision_combo)
+        self.vocab_combo = QComboBox()
+        self.vocab_combo.setEditable(True)
+        from napari_odise.vocabulary import Vocabulary
+
+        self.vocab_combo.addItems(Vocabulary.preset_names())
+        self.vocab_combo.setToolTip("a preset name, or the path of a vocabulary .json/.txt file")
+        form.addRow("Vocabulary", _with_browse(self.vocab_combo, self._pick_vocabulary))
+        self.store_box = QCheckBox("zarr store (re-label later without the backbone)")
+        self.store_box.setChecked(True)
+        self.files_box = QCheckBox("per-image panoptic PNG, segments JSON, overlay")
+        self.files_box.setChecked(True)
+        self.coco_box = QCheckBox("COCO dataset (output/coco)")
+        outputs = QVBoxLayout()
+        for box in (self.store_box, self.files_box, self.coco_box):
+            outputs.addWidget(box)
+        form.addRow("Write", outputs)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress_bar = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addStretch()
+
+    # -- choosing folders --------------------------------------------------------------------
+    def _pick_input(self):
+        folder = QFileDialog.getExistingDirectory(self, "Folder of images")
+        if folder:
+            self.input_edit.setText(folder)
+
+    def _pick_output(self):
+        folder = QFileDialog.getExistingDirectory(self, "Output folder")
+        if folder:
+            self.output_edit.setText(folder)
+
+    def _pick_vocabulary(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Vocabulary file", "", "Vocabulary (*.json *.txt)")
+        if path:
+            self.vocab_combo.setCurrentText(path)
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self):
+        """Start (or resume) the batch in a worker thread."""
+        from napari_odise.batch import BatchOptions, ModelSpec
+        from napari_odise.batch.vocabularies import load_vocabulary
+
+        inputs, out = self.input_edit.text().strip(), self.output_edit.text().strip()
+        if not inputs or not out:
+            self.status.setText("Choose a folder of images and an output folder first.")
+            return
+        try:
+            vocabulary = load_vocabulary(self.vocab_combo.currentText().strip())
+        except (ValueError, OSError) as error:
+            self.status.setText(f"Vocabulary: {error}")
+            return
+        spec = ModelSpec.create(
+            self.model_combo.currentText(), self.device_combo.currentText(), self.precision_combo.currentText(),
+            **self.model_settings,
+        )
+        options = BatchOptions(
+            recursive=self.recursive_box.isChecked(),
+            pattern=self.glob_edit.text().strip() or None,
+            store=self.store_box.isChecked(),
+            files=self.files_box.isChecked(),
+            coco=self.coco_box.isChecked(),
+        )
+        self._cancel.clear()
+        self.summary = None
+        self.progress_bar.setRange(0, 0)  # busy until the first report (model loading)
+        self.status.setText("Finding images and loading the model...")
+        self.worker = create_worker(
+            _run_or_explain, [Path(inputs)], Path(out), vocabulary, spec, options,
+            progress=self._bridge.progress.emit, cancel=self._cancel, _start_thread=False,
+        )
+        self.worker.returned.connect(self._finished)
+        self.worker.errored.connect(self._failed)
+        self.worker.finished.connect(self._idle)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.worker.start()
+
+    def cancel(self):
+        """Stop after the current image (or during it); Run again resumes."""
+        self._cancel.set()
+        self.cancel_button.setEnabled(False)
+        self.status.setText("Cancelling...")
+
+    def _show_progress(self, event):
+        self.progress_bar.setRange(0, max(event.total, 1))
+        self.progress_bar.setValue(event.done)
+        done_before = f" ({event.skipped} done before)" if event.skipped else ""
+        self.status.setText(event.text() + done_before)
+
+    def _finished(self, summary):
+        if isinstance(summary, _Refused):
+            self.status.setText(f"The batch could not run: {summary.reason}")
+            return
+        self.summary = summary
+        self.status.setText(summary.text())
+
+    def _failed(self, error):
+        self.status.setText(f"The batch stopped on an error: {error}")
+
+    def _idle(self):
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    reason: str
+
+
+def _run_or_explain(*args, **kwargs):
+    """run_batch, with "cannot run as asked" errors turned into a reason for the status line
+    (raised, napari would report them as crashes; returned as exceptions, superqt raises them)."""
+    from napari_odise.batch import run_batch
+    from napari_odise.batch.errors import user_errors
+
+    try:
+        return run_batch(*args, **kwargs)
+    except user_errors() as error:
+        return _Refused(str(error))
+
+
+def _with_browse(field: QWidget, pick) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(field)
+    button = QPushButton("Browse...")
+    button.clicked.connect(pick)
+    layout.addWidget(button)
+    return row

@@ -1,0 +1,123 @@
+"""One image through the model and into the outputs: the unit of work of serial and dask runs.
+
+A :class:`BatchJob` is the picklable description every worker gets (where to write, which
+model and vocabulary); an :class:`ItemProcessor` does one item with a loaded predictor. Writes go
+store tensors -> store labels -> per-image files, each atomic, so a run killed between two writes
+resumes from what exists: labels missing but tensors stored means classify again (no backbone),
+files missing but labels stored means only writing files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from napari_odise.batch.files import ImageFiles
+from napari_odise.batch.models import ModelSpec
+from napari_odise.batch.reading import Item, read_item
+from napari_odise.batch.store import BatchStore, storage_roundtrip
+from napari_odise.image_input import to_rgb_uint8
+from napari_odise.result import PanopticResult
+from napari_odise.vocabulary import Vocabulary
+
+STORE_NAME = "store.zarr"
+
+
+class BatchCancelled(Exception):
+    """Raised inside a run when the user cancels; nothing of the current image is written."""
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    out: Path
+    model: ModelSpec
+    vocabulary_json: str
+    labels: str  # the labelset id: vocabulary + classification settings
+    store: bool = True
+    files: bool = True
+    coco: bool = False  # the driver writes a dataset: send each result back to it
+
+    @property
+    def store_path(self) -> Path:
+        return self.out / STORE_NAME
+
+    @cached_property
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.from_json(self.vocabulary_json)
+
+
+@dataclass
+class Outcome:
+    key: str
+    ok: bool
+    reason: str = ""
+    seconds: float = 0.0
+    result: PanopticResult | None = field(default=None, repr=False)  # for the COCO dataset only
+
+
+def describe(error: BaseException) -> str:
+    """A failure reason for the summary: our own errors already say what and why."""
+    from napari_odise.batch.reading import ImageReadError
+    from napari_odise.image_input import ImageInputError
+
+    if isinstance(error, (ImageReadError, ImageInputError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class ItemProcessor:
+    def __init__(self, job: BatchJob, predictor):
+        self.job = job
+        self.predictor = predictor
+        self.store = BatchStore.open(job.store_path) if job.store else None
+        self.files = ImageFiles(job.out) if job.files else None
+
+    def process(self, item: Item, cancel=None) -> Outcome:
+        """Segment one item and write its outputs; failures are returned, not raised."""
+        start = time.perf_counter()
+        try:
+            result = self._process(item, cancel)
+        except BatchCancelled:
+            raise
+        except Exception as error:  # noqa: BLE001 - one bad image must not stop the batch
+            return Outcome(item.key, False, describe(error), time.perf_counter() - start)
+        labels = None
+        if self.job.coco:  # without the tensors: they stay in the store, not in the message
+            labels = PanopticResult(result.label_map, result.segments, result.vocabulary, None, result.query_ids, result.info)
+        return Outcome(item.key, True, "", time.perf_counter() - start, labels)
+
+    def _process(self, item: Item, cancel) -> PanopticResult:
+        rgb = to_rgb_uint8(read_item(item))
+        store, key = self.store, item.key
+        result = None
+        if store is not None and store.has_image(key) and store.has_labels(key):
+            result = store.load_result(key)
+        if result is None:
+            if store is not None and store.has_embeddings(key):
+                encoded = store.load_encoded(key)
+            else:
+                encoded = self.predictor.encode(rgb, progress=_cancel_check(cancel))
+                if store is not None:
+                    encoded = storage_roundtrip(encoded, store.header["embeddings"])
+            result = self.predictor.classify(encoded, self.job.vocabulary)
+            if store is not None:
+                if not store.has_image(key):
+                    store.write_image(key, item.file_key, item.page, rgb.shape[:2], encoded)
+                store.write_labels(key, result)
+        if self.files is not None and not self.files.has(key):
+            self.files.write(key, rgb, result, self.job.model.name)
+        return result
+
+
+def _cancel_check(cancel):
+    """A predictor progress callback that stops the run mid-image once ``cancel`` is set."""
+    if cancel is None:
+        return None
+
+    def check(stage, done, total):
+        if cancel.is_set():
+            raise BatchCancelled()
+
+    return check

@@ -1,0 +1,70 @@
+"""What a batch did: images done now, skipped as already done, and failures with their reasons.
+
+Written to ``<out>/batch_summary.json`` at the end of every run (also a cancelled or interrupted
+one), so the failures of an overnight job can be read the next morning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_odise.io.stable_json import write_json
+
+SUMMARY_NAME = "batch_summary.json"
+
+
+@dataclass
+class Failure:
+    key: str
+    reason: str
+
+
+@dataclass
+class BatchSummary:
+    total: int = 0  # images (pages) and unreadable files this run was responsible for
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+    shard: str | None = None
+    cleaned: int = 0  # unfinished groups of a killed run that were removed
+
+    @property
+    def all_failed(self) -> bool:
+        """Failures and nothing else: the exit code's "it did not work at all" case."""
+        return bool(self.failed) and not self.done and not self.skipped
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.all_failed else 0
+
+    def to_dict(self) -> dict:
+        return {
+            "total": self.total,
+            "done": sorted(self.done),
+            "skipped": sorted(self.skipped),
+            "failed": [{"key": f.key, "reason": f.reason} for f in sorted(self.failed, key=lambda f: f.key)],
+            "cancelled": self.cancelled,
+            "seconds": round(self.seconds, 3),
+            "shard": self.shard,
+            "cleaned": self.cleaned,
+        }
+
+    def write(self, out: str | Path) -> Path:
+        return write_json(Path(out) / SUMMARY_NAME, self.to_dict(), indent=1)
+
+    def text(self) -> str:
+        processed = len(self.done)
+        rate = f", {processed / self.seconds:.2f} images/s" if processed and self.seconds > 0 else ""
+        lines = [
+            f"{processed} segmented, {len(self.skipped)} already done, {len(self.failed)} failed "
+            f"(of {self.total}) in {self.seconds:.1f} s{rate}"
+            + (" - cancelled, run again to resume" if self.cancelled else "")
+        ]
+        if self.cleaned:
+            lines.append(f"removed {self.cleaned} unfinished result(s) of an interrupted run")
+        for failure in sorted(self.failed, key=lambda f: f.key):
+            lines.append(f"  failed: {failure.key}: {failure.reason}")
+        return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""``napari-odise merge``: join the output folders of sharded runs into one.
+
+    napari-odise merge shard-0/ shard-1/ shard-2/ --out results/
+
+Store, per-image files and COCO dataset are merged (whichever the shards have); a killed merge
+resumes. Exit codes: 0 merged; 2 the folders cannot be merged (the message says why).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from napari_odise.cli.segment import USAGE_ERROR, usage_errors
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "merge", help="merge the outputs of sharded batch runs", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("sources", nargs="+", type=Path, metavar="SHARD_DIR")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from napari_odise.batch import merge_outputs
+
+    try:
+        summary = merge_outputs(args.sources, args.out)
+    except usage_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    print(summary.text())
+    return 0

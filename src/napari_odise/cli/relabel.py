@@ -1,0 +1,74 @@
+"""``napari-odise relabel``: a store's images under a new vocabulary, from the cached tensors.
+
+    napari-odise relabel results/ --vocab ade20k
+    napari-odise relabel results/store.zarr --vocab my_categories.txt --settings demo
+
+No backbone runs (the model's text encoder and heads do the work: seconds for thousands of
+images). The store switches to the new labels only when every image has them. Exit codes: 0 done;
+1 some images could not be re-labelled (the store keeps its old labels); 2 bad usage; 130
+interrupted (run again to resume).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from napari_odise.cli.segment import INTERRUPTED, USAGE_ERROR, usage_errors
+
+DEMO = "demo"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "relabel",
+        help="re-label a batch store with a new vocabulary (no backbone)",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("store", type=Path, metavar="STORE", help="a store.zarr, or the batch output folder holding one")
+    parser.add_argument("--vocab", required=True, metavar="PRESET|FILE")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--settings", choices=("evaluation", DEMO), help="classification settings (default: the store's)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def classify_settings(name: str | None) -> dict | None:
+    from napari_odise.model.config import InferenceConfig
+    from napari_odise.predictor import DEMO_SETTINGS
+
+    if name is None:
+        return None
+    defaults = vars(InferenceConfig())
+    values = {k: defaults[k] for k in ("overlap_threshold", "object_mask_threshold", "alpha", "beta")}
+    if name == DEMO:
+        values.update(DEMO_SETTINGS)
+    return values
+
+
+def run(args) -> int:
+    from napari_odise.batch import TerminalProgress, relabel_store
+    from napari_odise.batch.relabel import store_path_of
+    from napari_odise.batch.vocabularies import load_vocabulary
+
+    progress = TerminalProgress(disable=args.quiet)
+    try:
+        vocabulary = load_vocabulary(args.vocab)
+        summary = relabel_store(
+            store_path_of(args.store), vocabulary, settings=classify_settings(args.settings),
+            device=args.device, progress=progress,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return INTERRUPTED
+    except usage_errors() as error:
+        progress.close()
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    progress.close()
+    print(summary.text().replace("segmented", "re-labelled"))
+    if summary.failed:
+        print("the store keeps its previous labels until every image is re-labelled", file=sys.stderr)
+        return 1
+    return 0

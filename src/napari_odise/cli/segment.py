@@ -1,0 +1,122 @@
+"""``napari-odise segment``: images or folders -> per-image PNG/JSON/overlay, zarr store, COCO.
+
+    napari-odise segment photos/ --out results/ --vocab coco
+    napari-odise segment photos/ --out results/ --recursive --coco --no-files
+    napari-odise segment photos/ --out shard-3/ --shard 3/8          # SLURM array task 3 of 8
+    napari-odise segment photos/ --out results/ --scheduler local    # one Dask worker per GPU
+
+Running the same command again resumes: finished images are skipped, half-written ones redone.
+Exit codes: 0 done (some images may have failed: see the summary); 1 every image failed;
+2 bad usage or nothing could start (no images, model not loadable, output folder made
+differently); 130 interrupted (Ctrl-C; run again to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+USAGE_ERROR = 2
+INTERRUPTED = 130
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment images or folders of images (resumable batch)",
+        description="Segment images or folders of images into per-image PNG/JSON/overlay files, a zarr "
+        "store and/or a COCO dataset. Running it again resumes. See docs/batch.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (resumes if it exists)")
+    add_model_arguments(parser)
+    parser.add_argument("--vocab", default="coco", metavar="PRESET|FILE", help="vocabulary preset name, or a .json/.txt file (default: coco)")
+    found = parser.add_argument_group("which images")
+    found.add_argument("--recursive", "-r", action="store_true", help="also look in sub-folders")
+    found.add_argument("--glob", metavar="PATTERN", help='only file names matching, e.g. "*.tif" (with a "/": matched on the relative path)')
+    found.add_argument("--pages", choices=("all", "first"), default="all", help="multi-page TIFFs: every page as an image (default) or the first only")
+    found.add_argument("--shard", metavar="I/N", help="only shard I of N (0-based), for array jobs; merge the outputs with `napari-odise merge`")
+    found.add_argument("--shard-by", choices=("hash", "index"), default="hash", help="hash of the file's key (stable when files are added; default) or position in the sorted list")
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--store", action=argparse.BooleanOptionalAction, default=True, help="zarr store with labels and cached tensors for re-labelling (default: on)")
+    outputs.add_argument("--coco", action="store_true", help="also build a COCO dataset in DIR/coco")
+    outputs.add_argument("--files", action=argparse.BooleanOptionalAction, default=None, help="per-image panoptic PNG, segments JSON and overlay PNG (default: on unless --coco)")
+    outputs.add_argument("--embeddings", choices=("float32", "float16", "none"), default="float32", help="how the store keeps the tensors (float16: half the size; none: no re-labelling)")
+    cluster = parser.add_argument_group("Dask")
+    cluster.add_argument("--scheduler", metavar="ADDRESS|local", help="run on a Dask cluster: a scheduler address, or 'local' for a local cluster")
+    cluster.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster (default: one per GPU)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="official", help="official, official-caption, tiny (random weights, for trials) or a fine-tuned checkpoint")
+    model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
+    model.add_argument("--settings", choices=("evaluation", "demo"), help="named inference settings (default: evaluation)")
+    model.add_argument("--short-edge", type=int, metavar="PX", help="test-time resize: shortest edge (default 1024)")
+    model.add_argument("--max-size", type=int, metavar="PX", help="test-time resize: longest edge at most (default 2560)")
+    model.add_argument("--crop-size", type=int, metavar="PX", help="backbone crop size (default 512)")
+
+
+def model_spec(args):
+    from napari_odise.batch import ModelSpec
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("short_edge", "max_size", "crop_size")
+        if getattr(args, name, None) is not None
+    }
+    return ModelSpec.create(args.model, args.device, args.precision, args.settings, **overrides)
+
+
+def usage_errors() -> tuple[type[BaseException], ...]:
+    from napari_odise.batch.errors import user_errors
+
+    return user_errors()
+
+
+def run(args) -> int:
+    from napari_odise.batch import BatchOptions, TerminalProgress, run_batch
+    from napari_odise.batch.vocabularies import load_vocabulary
+
+    try:
+        vocabulary = load_vocabulary(args.vocab)
+        options = BatchOptions(
+            recursive=args.recursive,
+            pattern=args.glob,
+            pages=args.pages,
+            store=args.store,
+            files=args.files,
+            coco=args.coco,
+            embeddings=args.embeddings,
+            shard=args.shard,
+            shard_by=args.shard_by,
+            scheduler=args.scheduler,
+            workers=args.workers,
+        )
+        spec = model_spec(args)
+    except usage_errors() as error:
+        return _fail(error)
+    progress = TerminalProgress(disable=args.quiet)
+    try:
+        summary = run_batch(args.inputs, args.out, vocabulary, spec, options, progress=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return INTERRUPTED
+    except usage_errors() as error:
+        progress.close()
+        return _fail(error)
+    progress.close()
+    print(summary.text())
+    print(f"summary: {Path(args.out) / 'batch_summary.json'}")
+    return summary.exit_code
+
+
+def _fail(error: BaseException) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return USAGE_ERROR
