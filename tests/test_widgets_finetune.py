@@ -198,5 +198,5 @@ def test_errors_become_notifications_that_say_what_to_do(panel, dataset, base_mo
         return model
 
     base_models["tiny"] = diverged
-    assert "training diverged; lower the learning rate" in failure()
+    assert "training diverged): lower the learning rate" in failure()
     assert not (tmp_path / "run" / "model.pth").exists() and not widget.reports[1:]

@@ -172,7 +172,7 @@ class Predictor:
             for s in segments
         ]
         result = PanopticResult.from_segments_info(
-            label_map.numpy().astype(np.int32),
+            label_map.numpy(),
             info,
             vocabulary,
             encoded=encoded,

@@ -18,7 +18,7 @@ from .finetune_options import FinetuneOptions
 from .gl_compat import guard_triton
 from .job import Job
 from .session import Session
-from .training_run import TrainingRun, describe_step, explain
+from .training_run import TrainingRun, describe_step
 
 
 class FinetuneWidget(QWidget):
@@ -112,7 +112,7 @@ class FinetuneWidget(QWidget):
 
     def _on_error(self, error: Exception) -> None:
         self._failed = True
-        show_error(f"Fine-tune: {explain(error)}")
+        show_error(f"Fine-tune: {error or type(error).__name__}")
 
     def _on_finished(self) -> None:
         run, self._worker = self._run, None

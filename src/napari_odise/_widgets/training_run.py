@@ -16,11 +16,6 @@ from napari_odise.train.finetune import Cancelled, FinetuneConfig, Finetuner, St
 
 from .job import Job
 
-# scipy's linear_sum_assignment on a NaN cost matrix: the model's outputs became NaN or infinite
-# before a loss could be computed, so the Finetuner's own NaN-loss message never comes.
-_NAN_COST = "invalid numeric entries"
-
-
 class TrainingRun:
     def __init__(self, config: FinetuneConfig, resume: bool, job: Job):
         self.config, self.resume, self.job = config, resume, job
@@ -51,14 +46,3 @@ def describe_step(report: StepReport) -> str:
         return f"resuming at step {report.step}" if report.step else "starting..."
     terms = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in report.losses.items() if k != "total")
     return f"step {report.step}/{report.total}: loss {report.losses['total']:.3f} ({terms}), lr {report.lr:.2e}"
-
-
-def explain(error: BaseException) -> str:
-    """The error's message, plus what to do where the message does not say it."""
-    text = str(error) or type(error).__name__
-    if _NAN_COST in text:
-        text += (
-            " (the model's outputs became NaN or infinite: training diverged; lower the learning "
-            "rate, keep gradient clipping on, or use fp32)"
-        )
-    return text

@@ -50,13 +50,13 @@ class QueryMasks:
         self.mask_logits = mask_logits
         self.geometry = geometry
         self.dense: torch.Tensor | None = None
-        self._foreground: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pixel_major: tuple | None = None
 
     @property
     def dense_bytes(self) -> int:
-        """Memory of the kept masks: float32 probabilities + the boolean foreground."""
+        """Memory of the kept masks: float32 probabilities, query-major and pixel-major."""
         h, w = self.geometry.output_size
-        return 5 * self.mask_logits.shape[0] * h * w
+        return 8 * self.mask_logits.shape[0] * h * w
 
     def materialize(self) -> torch.Tensor:
         if self.dense is None:
@@ -83,12 +83,13 @@ class QueryMasks:
         else:
             yield from self._compute(queries)
 
-    def foreground(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sigmoid >= 0.5 per query (Q, H, W) bool, its pixel count (Q,)), kept with the dense masks."""
-        if self._foreground is None:
-            fg = self.materialize() >= 0.5
-            self._foreground = (fg, fg.flatten(1).sum(1))
-        return self._foreground
+    def pixel_major(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept masks as (H, W, Q) (each pixel's queries contiguous, for the per-pixel argmax)
+        and each query's sigmoid >= 0.5 area; computed once per image."""
+        if self._pixel_major is None:
+            dense = self.materialize()
+            self._pixel_major = (dense.permute(1, 2, 0).contiguous(), (dense >= 0.5).flatten(1).sum(1))
+        return self._pixel_major
 
     def ownership(self, queries: list[int], scores: torch.Tensor):
         """Which of ``queries`` owns each pixel (highest score * sigmoid, the first on ties).
@@ -96,22 +97,10 @@ class QueryMasks:
         Returns (owner (H, W) int64 positions in ``queries``, whether the owner's own mask is
         >= 0.5 there (H, W) bool, each query's sigmoid >= 0.5 area (list)).
         """
+        if self.dense is not None:
+            return self._pixel_major_ownership(queries, scores)
         best = torch.full(self.geometry.output_size, float("-inf"))
         owner = torch.zeros(self.geometry.output_size, dtype=torch.int64)
-        if self.dense is not None:
-            fg, area = self.foreground()
-            index = torch.as_tensor(queries)
-            h, w = self.geometry.output_size
-            chunk = max(1, (64 * 2**20) // (4 * h * w))
-            for start in range(0, len(queries), chunk):
-                part = index[start : start + chunk]
-                weighted = self.dense[part] * scores[start : start + chunk, None, None]
-                value, position = weighted.max(0)  # first maximum within the chunk
-                better = value > best  # strict: earlier chunks win ties
-                best = torch.where(better, value, best)
-                owner = torch.where(better, position + start, owner)
-            owner_foreground = torch.gather(fg[index], 0, owner[None])[0]
-            return owner, owner_foreground, area[index].tolist()
         original_area = []
         for k, prob in self._compute(queries):
             weighted = scores[k] * prob
@@ -123,6 +112,35 @@ class QueryMasks:
         for k, prob in self._compute(queries):
             owner_foreground |= (owner == k) & (prob >= 0.5)
         return owner, owner_foreground, original_area
+
+
+    def _pixel_major_ownership(self, queries: list[int], scores: torch.Tensor, rows: int = 128):
+        """``ownership`` over the kept masks, a band of rows at a time (cache-sized blocks)."""
+        by_pixel, area = self.pixel_major()
+        q = by_pixel.shape[-1]
+        index = torch.as_tensor(queries, dtype=torch.int64)
+        position_of = torch.full((q,), -1, dtype=torch.int64)
+        position_of[index] = torch.arange(len(queries))
+        score_of = torch.full((q,), -1.0)  # queries not kept: below every kept one (see below)
+        score_of[index] = scores.float()
+        owner = torch.empty(self.geometry.output_size, dtype=torch.int64)
+        owner_p = torch.empty(self.geometry.output_size)
+        for start in range(0, owner.shape[0], rows):
+            band = by_pixel[start : start + rows]
+            winner = (band * score_of).argmax(-1)  # first maximum, as the official argmax
+            owner[start : start + rows] = winner
+            owner_p[start : start + rows] = band.gather(-1, winner[..., None])[..., 0]
+        if len(queries) == q:  # every query kept: positions are query indices
+            return owner, owner_p >= 0.5, area.tolist()
+        owner = position_of[owner]
+        lost = owner < 0  # a not-kept query tied at -0.0 with kept ones at 0.0: redo over kept only
+        if bool(lost.any()):
+            ys, xs = torch.nonzero(lost, as_tuple=True)
+            candidates = by_pixel[ys, xs][:, index]
+            position = (candidates * scores.float()).argmax(-1)
+            owner[ys, xs] = position
+            owner_p[ys, xs] = candidates.gather(-1, position[:, None])[:, 0]
+        return owner, owner_p >= 0.5, area[index].tolist()
 
 
 def as_query_masks(masks, geometry: MaskGeometry) -> QueryMasks:
@@ -169,7 +187,9 @@ def panoptic_inference(
         return torch.zeros(geometry.output_size, dtype=torch.int32), []
     owner, owner_foreground, original_area = masks.ownership(kept, scores[kept])
     assigned_area = torch.bincount(owner.flatten(), minlength=len(kept)).tolist()
-    kept_area = torch.bincount(owner[owner_foreground], minlength=len(kept)).tolist()
+    # pixels outside the owner's own mask count in an extra bin (cheaper than selecting them)
+    kept_area = torch.bincount(torch.where(owner_foreground, owner, len(kept)).flatten(), minlength=len(kept) + 1)
+    kept_area = kept_area[:-1].tolist()
 
     segments: list[Segment] = []
     stuff_segment: dict[int, Segment] = {}
