@@ -35,6 +35,7 @@ def main(argv=None):
     parser.add_argument("--variant", default="official", choices=["official", "official-caption"])
     args = parser.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="odise-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     os.environ["NAPARI_ODISE_HOME"] = str(workdir / "home")
 
     from checkpoint_factory import odise_checkpoint, sd_ldm_state_dict, write_openai_clip_archive

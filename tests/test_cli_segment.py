@@ -87,3 +87,14 @@ def test_usage_errors_exit_with_2_and_say_why(samples, tmp_path, capsys):
         assert message in capsys.readouterr().err, argv
     # a model that cannot load leaves no trace in the output folder
     assert not (tmp_path / "o5" / "store.zarr").exists() and not (tmp_path / "o5" / "batch.json").exists()
+
+
+def test_segment_a_bundled_sample(predictor, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", "--sample", "coffee", "--out", str(out), "--quiet", *FAST_ARGS]) == 0
+    saved = out / "samples" / "coffee.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(saved)), skimage.data.coffee())
+    ids = read_panoptic_png(out / "panoptic" / "coffee.png.png")
+    np.testing.assert_array_equal(ids, predictor.predict(skimage.data.coffee(), Vocabulary.preset("coco")).label_map)
+    assert main(["segment", "--sample", "nope", "--out", str(out), *FAST_ARGS]) == 2
+    assert "astronaut" in capsys.readouterr().err

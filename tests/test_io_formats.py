@@ -10,7 +10,7 @@ from PIL import Image
 from test_io_samples import LITERAL_MAP, decode_panoptic_png, numpy_bbox
 
 from napari_odise.io import DatasetError, ids_to_rgb, read_panoptic_png, rgb_to_ids
-from napari_odise.io.atomic import (
+from napari_odise.atomic import (
     atomic_copy,
     atomic_write_bytes,
     atomic_write_text,

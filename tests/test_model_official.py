@@ -1,26 +1,12 @@
 """The official configuration, built on the meta device: names, shapes, counts and trace shapes."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from checkpoint_factory import reference_keys
 from napari_odise.model import clip_encoder
 from napari_odise.model.build import build_odise
 from napari_odise.model.key_mapping import official_to_ours, ours_to_official
-
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-
-
-def read_reference(name: str) -> dict[str, tuple[int, ...]]:
-    keys = {}
-    for line in (REFERENCE / name).read_text().splitlines():
-        if line.startswith("#") or line.startswith("key\t"):
-            continue
-        key, shape = line.split("\t")[:2]
-        keys[key] = tuple(int(x) for x in shape.split("x")) if shape not in ("scalar", "") else ()
-    return keys
-
 
 @pytest.mark.parametrize(
     "config, reference, trainable",
@@ -32,7 +18,7 @@ def read_reference(name: str) -> dict[str, tuple[int, ...]]:
 def test_trainable_parameters_match_the_official_checkpoint_one_to_one(config, reference, trainable):
     model = build_odise(config, device="meta")
     ours = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
-    official = read_reference(reference)
+    official = reference_keys(reference)
     mapped = {official_to_ours(k): shape for k, shape in official.items() if official_to_ours(k) is not None}
     assert set(official) - {"criterion.empty_weight"} == {ours_to_official(k, model.config.variant) for k in ours}
     assert mapped == ours

@@ -6,19 +6,7 @@ from napari_odise import refine
 from napari_odise.result import UNASSIGNED, check_consistency, segments_table
 from napari_odise.vocabulary import Vocabulary
 
-VOCABULARY = Vocabulary.parse("cat\ndog\ngrass (stuff)")
-CAT, DOG, GRASS = VOCABULARY
-MAP = np.array(
-    [
-        [1, 1, 0, 2, 2, 2, 0, 3],
-        [1, 0, 0, 2, 0, 2, 0, 0],
-        [1, 1, 0, 2, 2, 2, 0, 3],
-        [0, 0, 0, 0, 0, 0, 0, 3],
-        [4, 4, 4, 5, 5, 0, 1, 1],
-        [4, 4, 4, 5, 5, 0, 1, 1],
-    ],
-    dtype=np.int32,
-)
+from hand_made import CAT, DOG, GRASS, MAP, VOCABULARY
 
 
 def _table(rows):

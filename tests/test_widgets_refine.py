@@ -10,26 +10,16 @@ import pytest
 from conftest import fast_tiny
 from napari.utils.key_bindings import coerce_keybinding
 
-from napari_odise import PanopticResult, Predictor, Vocabulary
+from napari_odise import PanopticResult, Predictor
 from napari_odise._widgets.gl_compat import guard_triton
 from napari_odise._widgets.layer_state import SegmentationLayer, initial_labels
 from napari_odise._widgets.refine_widget import RefineWidget
 from napari_odise._widgets.session import ModelChoice, Session
 from napari_odise._widgets.shortcuts import SHORTCUTS, help_text
 
-VOCAB = Vocabulary.parse("cat\ndog\ngrass (stuff)")
-CAT, DOG, GRASS = VOCAB
-SMALL = np.array(
-    [
-        [1, 1, 0, 2, 2, 2, 0, 3],
-        [1, 0, 0, 2, 0, 2, 0, 0],
-        [1, 1, 0, 2, 2, 2, 0, 3],
-        [0, 0, 0, 0, 0, 0, 0, 3],
-        [4, 4, 4, 5, 5, 0, 1, 1],
-        [4, 4, 4, 5, 5, 0, 1, 1],
-    ],
-    dtype=np.int32,
-)
+from hand_made import CAT, DOG, GRASS
+from hand_made import MAP as SMALL
+from hand_made import VOCABULARY as VOCAB
 SCALE = 4  # each cell is 4x4 pixels: an image big enough for the model to re-score
 
 

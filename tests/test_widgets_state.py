@@ -20,19 +20,8 @@ from napari_odise._widgets.relabel import place_result
 from napari_odise._widgets.vocabulary_model import VocabularyModel
 from napari_odise.result import UNASSIGNED, segments_table
 
-VOCAB = Vocabulary.parse("cat\ndog\ngrass (stuff)")
-CAT, DOG, GRASS = VOCAB
-MAP = np.array(
-    [
-        [1, 1, 0, 2, 2, 2, 0, 3],
-        [1, 0, 0, 2, 0, 2, 0, 0],
-        [1, 1, 0, 2, 2, 2, 0, 3],
-        [0, 0, 0, 0, 0, 0, 0, 3],
-        [4, 4, 4, 5, 5, 0, 1, 1],
-        [4, 4, 4, 5, 5, 0, 1, 1],
-    ],
-    dtype=np.int32,
-)
+from hand_made import CAT, DOG, GRASS, MAP
+from hand_made import VOCABULARY as VOCAB
 SEGMENTS = [(1, CAT, 0.9), (2, CAT, 0.8), (3, DOG, 0.5), (4, GRASS, 0.7), (5, DOG, 0.6)]
 ORIGINAL_ROWS = [
     (1, "cat", 0.9, 9, "model"),

@@ -158,6 +158,31 @@ def _check_categories(segments: pd.DataFrame, vocabulary: Vocabulary) -> None:
             )
 
 
+FEATURE_COLUMNS = ["index", "category", "category_id", "isthing", "score", "area", "source"]
+
+
+def features_table(segments: pd.DataFrame, unlabeled_area: int) -> pd.DataFrame:
+    """A Labels layer's ``features``: an ``index`` column of segment ids, then the segment columns.
+    Row 0 ('unlabeled') is included because napari shows '[No Properties]' when hovering a value
+    missing from ``index``."""
+    background = pd.DataFrame(
+        {
+            "index": [0],
+            "category": [UNLABELED_NAME],
+            "category_id": [UNASSIGNED],
+            "isthing": [False],
+            "score": [np.nan],
+            "area": [unlabeled_area],
+            "source": [""],
+        }
+    )
+    rows = segments.rename(columns={"id": "index"})[FEATURE_COLUMNS]
+    return pd.concat([background, rows], ignore_index=True).astype(
+        {"index": np.int64, "category_id": np.int64, "isthing": bool, "score": np.float64,
+         "area": np.int64, "category": object, "source": object}
+    )
+
+
 @dataclass
 class PanopticResult:
     """A panoptic segmentation of one image.
@@ -320,29 +345,8 @@ class PanopticResult:
         return np.where(edge, colors >> _BOUNDARY_SHIFT, blended).astype(np.uint8)
 
     def features(self) -> pd.DataFrame:
-        """Table for a napari Labels layer: an ``index`` column of segment ids, then the segment
-        columns. Row 0 ('unlabeled') is included because napari shows '[No Properties]' when
-        hovering a value missing from ``index``."""
-        area0 = int(np.count_nonzero(self.label_map == 0))
-        background = pd.DataFrame(
-            {
-                "index": [0],
-                "category": [UNLABELED_NAME],
-                "category_id": [UNASSIGNED],
-                "isthing": [False],
-                "score": [np.nan],
-                "area": [area0],
-                "source": [""],
-            }
-        )
-        rows = self.segments.rename(columns={"id": "index"})[
-            ["index", "category", "category_id", "isthing", "score", "area", "source"]
-        ]
-        table = pd.concat([background, rows], ignore_index=True)
-        return table.astype(
-            {"index": np.int64, "category_id": np.int64, "isthing": bool, "score": np.float64,
-             "area": np.int64, "category": object, "source": object}
-        )
+        """Table for a napari Labels layer (see :func:`features_table`)."""
+        return features_table(self.segments, int(np.count_nonzero(self.label_map == 0)))
 
     # --- new results --------------------------------------------------------------------------
     def with_vocabulary(self, vocabulary: Vocabulary, segments: pd.DataFrame) -> PanopticResult:

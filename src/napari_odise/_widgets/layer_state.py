@@ -32,8 +32,8 @@ from napari_odise.result import (
     SOURCES,
     UNASSIGNED,
     UNASSIGNED_NAME,
-    UNLABELED_NAME,
     PanopticResult,
+    features_table,
     segments_table,
 )
 from napari_odise.vocabulary import Vocabulary
@@ -42,7 +42,6 @@ from .planes import PlaneKey
 from .relabel import place_result
 
 METADATA_KEY = "odise"
-FEATURE_COLUMNS = ["index", "category", "category_id", "isthing", "score", "area", "source"]
 
 
 @dataclass
@@ -67,35 +66,6 @@ def count_ids(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     ids, counts = np.unique(flat, return_counts=True)  # a few huge ids: no giant bincount
     zero = int(counts[0]) if ids.size and ids[0] == 0 else 0
     return ids[ids > 0], counts[ids > 0], zero
-
-
-def features_table(table: pd.DataFrame, unlabeled_area: int) -> pd.DataFrame:
-    """A Labels layer's ``features``: ``index`` = segment id, plus row 0 so hovering the
-    background shows "unlabeled" rather than "[No Properties]" (same layout as
-    :meth:`PanopticResult.features`)."""
-    background = pd.DataFrame(
-        {
-            "index": [0],
-            "category": [UNLABELED_NAME],
-            "category_id": [UNASSIGNED],
-            "isthing": [False],
-            "score": [np.nan],
-            "area": [unlabeled_area],
-            "source": [""],
-        }
-    )
-    rows = table.rename(columns={"id": "index"})[FEATURE_COLUMNS]
-    return pd.concat([background, rows], ignore_index=True).astype(
-        {
-            "index": np.int64,
-            "category_id": np.int64,
-            "isthing": bool,
-            "score": np.float64,
-            "area": np.int64,
-            "category": object,
-            "source": object,
-        }
-    )
 
 
 def segment_colors(table: pd.DataFrame, vocabulary: Vocabulary) -> dict:

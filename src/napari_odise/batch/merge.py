@@ -20,7 +20,7 @@ from napari_odise.batch.lock import folder_lock
 from napari_odise.batch.manifest import COMPARED, MANIFEST_NAME, check_or_write
 from napari_odise.batch.store import BatchStore, header_differences
 from napari_odise.batch.summary import SUMMARY_NAME, BatchSummary, Failure
-from napari_odise.io.atomic import atomic_copy
+from napari_odise.atomic import atomic_copy
 from napari_odise.io.stable_json import read_json
 
 COCO_NAME = "coco"

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from napari_odise.io.atomic import fsync_directory
+from napari_odise.atomic import fsync_directory
 
 
 def partial_root(store: Path) -> Path:

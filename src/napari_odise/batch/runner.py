@@ -39,7 +39,7 @@ from napari_odise.batch.store import (
     pick,
 )
 from napari_odise.batch.summary import BatchSummary, Failure
-from napari_odise.io.atomic import remove_stale_temporaries
+from napari_odise.atomic import remove_stale_temporaries
 from napari_odise.vocabulary import Vocabulary
 
 

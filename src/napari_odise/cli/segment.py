@@ -4,6 +4,7 @@
     napari-odise segment photos/ --out results/ --recursive --coco --no-files
     napari-odise segment photos/ --out shard-3/ --shard 3/8          # SLURM array task 3 of 8
     napari-odise segment photos/ --out results/ --scheduler local    # one Dask worker per GPU
+    napari-odise segment --sample astronaut --out results/ --model tiny  # a bundled photograph
 
 Running the same command again resumes: finished images are skipped, half-written ones redone.
 Exit codes: 0 done (some images may have failed: see the summary); 1 every image failed;
@@ -29,7 +30,12 @@ def register(subparsers) -> None:
         "store and/or a COCO dataset. Running it again resumes. See docs/batch.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER")
+    parser.add_argument(
+        "--sample", action="append", default=[], metavar="NAME",
+        help="also segment a sample photograph shipped with scikit-image (astronaut, coffee, chelsea, rocket); "
+        "it is saved as DIR/samples/NAME.png",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (resumes if it exists)")
     add_model_arguments(parser)
     parser.add_argument("--vocab", default="coco", metavar="PRESET|FILE", help="vocabulary preset name, or a .json/.txt file (default: coco)")
@@ -84,6 +90,9 @@ def run(args) -> int:
     from napari_odise.batch.vocabularies import load_vocabulary
 
     try:
+        inputs = list(args.inputs) + [str(write_sample(name, args.out)) for name in args.sample]
+        if not inputs:
+            raise ValueError("give at least one image or folder, or --sample NAME")
         vocabulary = load_vocabulary(args.vocab)
         options = BatchOptions(
             recursive=args.recursive,
@@ -103,7 +112,7 @@ def run(args) -> int:
         return _fail(error)
     progress = TerminalProgress(disable=args.quiet)
     try:
-        summary = run_batch(args.inputs, args.out, vocabulary, spec, options, progress=progress)
+        summary = run_batch(inputs, args.out, vocabulary, spec, options, progress=progress)
     except KeyboardInterrupt:
         progress.close()
         print("interrupted: run the same command again to resume", file=sys.stderr)
@@ -115,6 +124,21 @@ def run(args) -> int:
     print(summary.text())
     print(f"summary: {Path(args.out) / 'batch_summary.json'}")
     return summary.exit_code
+
+
+def write_sample(name: str, out: Path) -> Path:
+    """Save a bundled sample photograph as DIR/samples/NAME.png (once) and return its path."""
+    from PIL import Image
+
+    from napari_odise._sample_data import load_sample_image
+    from napari_odise.atomic import atomic_writer
+
+    path = Path(out) / "samples" / f"{name}.png"
+    if not path.exists():
+        image = load_sample_image(name)
+        with atomic_writer(path) as stream:
+            Image.fromarray(image).save(stream, format="PNG")
+    return path
 
 
 def _fail(error: BaseException) -> int:

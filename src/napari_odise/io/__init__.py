@@ -3,7 +3,7 @@
 Headless (numpy, Pillow, pycocotools; no napari, no torch). The dataset folder layout is
 described in :mod:`napari_odise.io.layout`, the rules for appending in
 :mod:`napari_odise.io.export`, crash safety in :mod:`napari_odise.io.contents` and
-:mod:`napari_odise.io.atomic`; ``docs/formats.md`` has the whole picture.
+:mod:`napari_odise.atomic`; ``docs/formats.md`` has the whole picture.
 """
 
 from napari_odise.io.coco_instances import read_instances

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_odise.io.atomic import atomic_write_text
+from napari_odise.atomic import atomic_write_text
 from napari_odise.io.categories import coco_categories
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.layout import FORMAT_VERSION, DatasetLayout

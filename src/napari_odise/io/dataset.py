@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_odise.io.atomic import TEMP_SUFFIX
+from napari_odise.atomic import TEMP_SUFFIX
 from napari_odise.io.coco_panoptic import PanopticReader
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.layout import DatasetLayout

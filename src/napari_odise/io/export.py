@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_odise.io.atomic import atomic_copy, remove_stale_temporaries
+from napari_odise.atomic import atomic_copy, remove_stale_temporaries
 from napari_odise.io.categories import merge_vocabulary
 from napari_odise.io.coco_instances import instance_annotations
 from napari_odise.io.coco_panoptic import exported_label_map, panoptic_annotation, unassigned_ids

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from napari_odise.io.atomic import atomic_write_bytes
+from napari_odise.atomic import atomic_write_bytes
 
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 

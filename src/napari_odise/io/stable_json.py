@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from napari_odise.io.atomic import atomic_write_text
+from napari_odise.atomic import atomic_write_text
 
 
 def dumps(data, *, indent: int | None = None) -> str:

@@ -11,6 +11,7 @@ Inference is split where the vocabulary enters:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -161,10 +162,7 @@ class ODISE(nn.Module):
 
     def backbone_features(self, padded01: torch.Tensor, progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
         inf = self.config.inference
-        step = None
-        if progress is not None:
-            def step(done, total):
-                progress("backbone", done, total)
+        step = None if progress is None else functools.partial(progress, "backbone")
         return slide(
             padded01,
             inf.crop_size,

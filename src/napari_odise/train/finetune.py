@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_odise.io.atomic import atomic_write_text, atomic_writer
+from napari_odise.atomic import atomic_write_text, atomic_writer
 from napari_odise.model.head_loading import official_state_dict
 from napari_odise.model.loading import finetuned_config_path, load_model
 from napari_odise.model.odise import ODISE

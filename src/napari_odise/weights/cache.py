@@ -26,6 +26,8 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari_odise.atomic import fsync_directory
+
 from .paths import cache_dir
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled, so importing this module is cheap
@@ -157,22 +159,8 @@ def write_cache(
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_directory(path.parent)
     return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX; Windows cannot open folders)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _read_header(handle, file_size: int) -> tuple[int, dict]:
