@@ -161,7 +161,7 @@ def test_background_merge():
 
 @pytest.mark.parametrize("seed", [3, 4, 5, 6])
 def test_kept_masks_and_streaming_give_the_same_panoptic_map(seed):
-    """The in-memory path (pixel-major argmax) and the query-by-query path agree exactly, ties included."""
+    """The in-memory path (fused compiled merge) and the query-by-query path agree exactly, ties included."""
     from napari_odise.model.postprocess import QueryMasks
 
     g = torch.Generator().manual_seed(seed)
@@ -175,10 +175,58 @@ def test_kept_masks_and_streaming_give_the_same_panoptic_map(seed):
     isthing = [True, False, True]
     kept = QueryMasks(logits, geometry)
     kept.materialize()
-    kept.pixel_major()
+    kept.own_areas()
     for threshold in (0.0, 0.3):
         streamed = panoptic_inference(logprobs, logits, isthing, geometry, overlap_threshold=threshold)
         in_memory = panoptic_inference(logprobs, kept, isthing, geometry, overlap_threshold=threshold)
         np.testing.assert_array_equal(in_memory[0].numpy(), streamed[0].numpy())
         assert in_memory[1] == streamed[1]
     assert len(panoptic_inference(logprobs, kept, isthing, geometry, overlap_threshold=0.0)[1]) >= 2
+
+
+def dense_reference_merge(logprobs, probs_full, overlap_threshold):
+    """Mask2Former's panoptic rule written directly on full-size probabilities (one argmax)."""
+    scores, labels = logprobs.softmax(-1).max(-1)
+    kept = torch.nonzero(labels != logprobs.shape[-1] - 1).flatten()
+    weighted = scores[kept, None, None] * probs_full[kept]
+    owner = weighted.argmax(0)
+    label_map = torch.zeros(probs_full.shape[1:], dtype=torch.int32)
+    queries_of_segment = []
+    for k, q in enumerate(kept.tolist()):
+        won = owner == k
+        own = probs_full[q] >= 0.5
+        kept_pixels = won & own
+        if won.sum() == 0 or own.sum() == 0 or kept_pixels.sum() == 0:
+            continue
+        if won.sum() / own.sum() < overlap_threshold:
+            continue
+        queries_of_segment.append(q)
+        label_map[kept_pixels] = len(queries_of_segment)
+    return label_map, queries_of_segment
+
+
+@pytest.mark.parametrize("size", [(91, 90), (128, 64)])  # 8190 and 8192 pixels: around one chunk
+def test_compiled_merge_equals_the_dense_argmax(size):
+    """No-object queries interleaved, exact ties and probabilities that underflow to 0."""
+    from napari_odise.model.postprocess import QueryMasks
+
+    g = torch.Generator().manual_seed(11)
+    geometry = MaskGeometry(padded_size=size, input_size=size, output_size=size)
+    logits = torch.randn(10, *size, generator=g) * 3
+    logits[3] = logits[1]  # identical masks and scores below: the first query must win
+    logits[6, : size[0] // 2] = -200.0  # sigmoid underflows to exactly 0
+    probs = torch.rand(10, 3, generator=g) + 0.1
+    probs[3] = probs[1]
+    probs[[2, 7], -1] = 10.0  # best class is "no object": never owns a pixel
+    logprobs = torch.log(probs / probs.sum(1, keepdim=True))
+    assert float(logits[6].sigmoid().min()) == 0.0
+    isthing = [True, True, True]  # things only: one segment per query, as in the reference
+    kept = QueryMasks(logits, geometry)
+    kept.materialize()
+    for threshold in (0.0, 0.5):
+        label_map, segments = panoptic_inference(logprobs, kept, isthing, geometry, overlap_threshold=threshold)
+        expected_map, expected_queries = dense_reference_merge(logprobs, logits.sigmoid(), threshold)
+        np.testing.assert_array_equal(label_map.numpy(), expected_map.numpy())
+        assert [s.queries for s in segments] == [[q] for q in expected_queries]
+        assert [s.area for s in segments] == [int((label_map == s.id).sum()) for s in segments]
+        assert 3 not in expected_queries and 2 not in expected_queries and 7 not in expected_queries

@@ -177,6 +177,7 @@ class Predictor:
             vocabulary,
             encoded=encoded,
             info={"model": self.name, "settings": self.settings},
+            pixel_counts={s.id: s.area for s in segments},
         )
         if progress is not None:
             progress("classify", 1, 1)

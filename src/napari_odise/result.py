@@ -79,7 +79,10 @@ def category_fields(category: Category | None) -> tuple[int, str, bool]:
 
 
 def check_consistency(
-    label_map: np.ndarray, segments: pd.DataFrame, vocabulary: Vocabulary | None = None
+    label_map: np.ndarray,
+    segments: pd.DataFrame,
+    vocabulary: Vocabulary | None = None,
+    pixel_counts: np.ndarray | None = None,
 ) -> None:
     """Raise ValueError naming the first broken rule between a label map and its table.
 
@@ -87,6 +90,9 @@ def check_consistency(
     sorted, >= 1; every id in the map has a row and every row has pixels; area = pixel count;
     source is "model" or "edited"; with a vocabulary, each row's category_id is in it (or is
     UNASSIGNED) with that category's name and thing flag.
+
+    ``pixel_counts`` (indexed by id) stands for the map's bincount when the caller counted the
+    pixels as it painted them (the panoptic merge does), which saves a pass over a large map.
     """
     if not isinstance(label_map, np.ndarray):
         raise ValueError(f"label map must be a numpy array, not {type(label_map).__name__}")
@@ -110,7 +116,7 @@ def check_consistency(
         raise ValueError(f"segment ids must be >= 1 (0 is unlabeled), found {int(ids.min())}")
     if np.any(np.diff(ids) < 0):
         raise ValueError("segments table is not sorted by id")
-    areas = np.bincount(label_map.ravel(), minlength=1)
+    areas = np.bincount(label_map.ravel(), minlength=1) if pixel_counts is None else pixel_counts
     present = np.flatnonzero(areas)
     present = present[present > 0]
     without_row = np.setdiff1d(present, ids)
@@ -208,19 +214,25 @@ class PanopticResult:
         scores: Mapping[int, float] | Sequence[float] | None = None,
         encoded: object | None = None,
         info: dict | None = None,
+        pixel_counts: Mapping[int, int] | None = None,
     ) -> PanopticResult:
         """From a panoptic merge's output: a map of segment ids and one dict per segment
         (``id``, ``category_id``, ``isthing``, optional ``score`` and ``query_ids``).
 
         ``scores`` (by segment id, or aligned with ``segments_info``) overrides ``score``.
-        Names and thing flags come from the vocabulary, the source of truth; areas from the map.
+        Names and thing flags come from the vocabulary, the source of truth; areas from the map,
+        or from ``pixel_counts`` (by segment id) when the caller counted them while painting it.
         Segments without pixels are dropped; a map id without a dict is an error.
         """
         label_map = _as_label_map(label_map)
         segments_info = list(segments_info)
         if scores is not None and not isinstance(scores, Mapping):
             scores = {int(s["id"]): float(v) for s, v in zip(segments_info, scores, strict=True)}
-        areas = np.bincount(label_map.ravel(), minlength=1)
+        if pixel_counts is None:
+            areas = np.bincount(label_map.ravel(), minlength=1)
+        else:
+            areas = np.zeros(max(pixel_counts, default=0) + 1, dtype=np.int64)
+            areas[list(pixel_counts)] = list(pixel_counts.values())
         rows = []
         query_ids = {}
         for segment in segments_info:
@@ -242,12 +254,12 @@ class PanopticResult:
             query_ids[segment_id] = [int(q) for q in segment.get("query_ids", ())]
         table = segments_table(*zip(*rows)) if rows else segments_table()
         result = cls(label_map, table, vocabulary, encoded, query_ids, dict(info or {}))
-        result.validate()
+        result.validate(None if pixel_counts is None else areas)
         return result
 
-    def validate(self) -> None:
+    def validate(self, pixel_counts: np.ndarray | None = None) -> None:
         """Raise ValueError if the label map, table and vocabulary disagree."""
-        check_consistency(self.label_map, self.segments, self.vocabulary)
+        check_consistency(self.label_map, self.segments, self.vocabulary, pixel_counts)
         stray = set(self.query_ids) - set(self.segments["id"].tolist())
         if stray:
             raise ValueError(f"query_ids for segments not in the table: {sorted(stray)}")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from .ownership import Ownership, fused_ownership, ownership_from_maps
+
 
 @dataclass(frozen=True)
 class MaskGeometry:
@@ -50,13 +52,13 @@ class QueryMasks:
         self.mask_logits = mask_logits
         self.geometry = geometry
         self.dense: torch.Tensor | None = None
-        self._pixel_major: tuple | None = None
+        self._own_areas: torch.Tensor | None = None
 
     @property
     def dense_bytes(self) -> int:
-        """Memory of the kept masks: float32 probabilities, query-major and pixel-major."""
+        """Memory of the kept masks: float32 probabilities."""
         h, w = self.geometry.output_size
-        return 8 * self.mask_logits.shape[0] * h * w
+        return 4 * self.mask_logits.shape[0] * h * w
 
     def materialize(self) -> torch.Tensor:
         if self.dense is None:
@@ -83,22 +85,16 @@ class QueryMasks:
         else:
             yield from self._compute(queries)
 
-    def pixel_major(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The kept masks as (H, W, Q) (each pixel's queries contiguous, for the per-pixel argmax)
-        and each query's sigmoid >= 0.5 area; computed once per image."""
-        if self._pixel_major is None:
-            dense = self.materialize()
-            self._pixel_major = (dense.permute(1, 2, 0).contiguous(), (dense >= 0.5).flatten(1).sum(1))
-        return self._pixel_major
+    def own_areas(self) -> torch.Tensor:
+        """Each query's sigmoid >= 0.5 pixel count (vocabulary independent: computed once)."""
+        if self._own_areas is None:
+            self._own_areas = (self.materialize() >= 0.5).flatten(1).sum(1)
+        return self._own_areas
 
-    def ownership(self, queries: list[int], scores: torch.Tensor):
-        """Which of ``queries`` owns each pixel (highest score * sigmoid, the first on ties).
-
-        Returns (owner (H, W) int64 positions in ``queries``, whether the owner's own mask is
-        >= 0.5 there (H, W) bool, each query's sigmoid >= 0.5 area (list)).
-        """
+    def ownership(self, queries: list[int], scores: torch.Tensor) -> Ownership:
+        """Which of ``queries`` owns each pixel (highest score * sigmoid, the first on ties)."""
         if self.dense is not None:
-            return self._pixel_major_ownership(queries, scores)
+            return fused_ownership(self.dense, queries, scores, self.own_areas()[queries].tolist())
         best = torch.full(self.geometry.output_size, float("-inf"))
         owner = torch.zeros(self.geometry.output_size, dtype=torch.int64)
         original_area = []
@@ -111,36 +107,7 @@ class QueryMasks:
         owner_foreground = torch.zeros(self.geometry.output_size, dtype=torch.bool)
         for k, prob in self._compute(queries):
             owner_foreground |= (owner == k) & (prob >= 0.5)
-        return owner, owner_foreground, original_area
-
-
-    def _pixel_major_ownership(self, queries: list[int], scores: torch.Tensor, rows: int = 128):
-        """``ownership`` over the kept masks, a band of rows at a time (cache-sized blocks)."""
-        by_pixel, area = self.pixel_major()
-        q = by_pixel.shape[-1]
-        index = torch.as_tensor(queries, dtype=torch.int64)
-        position_of = torch.full((q,), -1, dtype=torch.int64)
-        position_of[index] = torch.arange(len(queries))
-        score_of = torch.full((q,), -1.0)  # queries not kept: below every kept one (see below)
-        score_of[index] = scores.float()
-        owner = torch.empty(self.geometry.output_size, dtype=torch.int64)
-        owner_p = torch.empty(self.geometry.output_size)
-        for start in range(0, owner.shape[0], rows):
-            band = by_pixel[start : start + rows]
-            winner = (band * score_of).argmax(-1)  # first maximum, as the official argmax
-            owner[start : start + rows] = winner
-            owner_p[start : start + rows] = band.gather(-1, winner[..., None])[..., 0]
-        if len(queries) == q:  # every query kept: positions are query indices
-            return owner, owner_p >= 0.5, area.tolist()
-        owner = position_of[owner]
-        lost = owner < 0  # a not-kept query tied at -0.0 with kept ones at 0.0: redo over kept only
-        if bool(lost.any()):
-            ys, xs = torch.nonzero(lost, as_tuple=True)
-            candidates = by_pixel[ys, xs][:, index]
-            position = (candidates * scores.float()).argmax(-1)
-            owner[ys, xs] = position
-            owner_p[ys, xs] = candidates.gather(-1, position[:, None])[:, 0]
-        return owner, owner_p >= 0.5, area[index].tolist()
+        return ownership_from_maps(owner, owner_foreground, original_area)
 
 
 def as_query_masks(masks, geometry: MaskGeometry) -> QueryMasks:
@@ -161,6 +128,7 @@ class Segment:
     isthing: bool
     score: float  # best class probability of the (first) query
     queries: list[int] = field(default_factory=list)
+    area: int = 0  # its pixels in the label map
 
 
 def panoptic_inference(
@@ -185,11 +153,8 @@ def panoptic_inference(
     kept = torch.nonzero(keep).flatten().tolist()
     if not kept:
         return torch.zeros(geometry.output_size, dtype=torch.int32), []
-    owner, owner_foreground, original_area = masks.ownership(kept, scores[kept])
-    assigned_area = torch.bincount(owner.flatten(), minlength=len(kept)).tolist()
-    # pixels outside the owner's own mask count in an extra bin (cheaper than selecting them)
-    kept_area = torch.bincount(torch.where(owner_foreground, owner, len(kept)).flatten(), minlength=len(kept) + 1)
-    kept_area = kept_area[:-1].tolist()
+    owned = masks.ownership(kept, scores[kept])
+    assigned_area, kept_area, original_area = owned.assigned_area, owned.kept_area, owned.original_area
 
     segments: list[Segment] = []
     stuff_segment: dict[int, Segment] = {}
@@ -205,14 +170,14 @@ def panoptic_inference(
             seg = stuff_segment[label]
             seg.queries.append(q)
             seg.score = max(seg.score, float(scores[q]))
+            seg.area += kept_area[k]
         else:
-            seg = Segment(len(segments) + 1, label, thing, float(scores[q]), [q])
+            seg = Segment(len(segments) + 1, label, thing, float(scores[q]), [q], kept_area[k])
             segments.append(seg)
             if not thing:
                 stuff_segment[label] = seg
         segment_of[k] = seg.id
-    label_map = torch.where(owner_foreground, segment_of[owner], torch.zeros((), dtype=torch.int32))
-    return label_map, segments
+    return owned.label_map(segment_of), segments
 
 
 def semantic_inference(
