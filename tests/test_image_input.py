@@ -62,7 +62,8 @@ def test_bool_mask_image():
     [
         (np.zeros((0, 5)), "empty"),
         (np.zeros((1, 1)), "at least 8x8"),
-        (np.zeros((4, 64, 64)), "stack of planes"),
+        (np.zeros((4, 64, 64)), "either 4 planes or RGBA with channels first.*moveaxis"),
+        (np.zeros((5, 64, 64)), "stack of planes"),
         (np.zeros((2, 3, 64, 64)), "stack of planes"),
         (np.zeros((64, 64, 2)), "stack of planes"),
         (np.full((16, 16), np.nan), "no finite values"),

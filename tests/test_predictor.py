@@ -89,6 +89,17 @@ def test_text_embeddings_are_cached_across_calls(predictor, coffee):
     assert predictor.model.text_cache.encoded_strings == encoded
 
 
+def test_auto_device_is_the_gpu_when_there_is_one(monkeypatch):
+    from napari_odise.predictor import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no CUDA GPU; use device='cpu' or 'auto'"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
 def test_demo_and_evaluation_settings(predictor):
     predictor.configure("demo")
     s = predictor.settings
@@ -100,15 +111,30 @@ def test_demo_and_evaluation_settings(predictor):
         predictor.configure(nonsense=1)
 
 
-def test_overlap_threshold_changes_the_merge(predictor, coffee):
+def test_using_applies_options_for_a_block_only(predictor, coffee):
     vocab = Vocabulary.preset("coco")
-    strict = predictor.predict(coffee, vocab)
-    predictor.configure(overlap_threshold=0.0)
+    normal = predictor.predict(coffee, vocab)
+    with predictor.using(object_mask_threshold=0.99):  # no query is that sure: nothing is kept
+        strict = predictor.classify(normal.encoded, vocab)
+    assert predictor.settings["object_mask_threshold"] == 0.0
+    assert (normal.label_map > 0).any() and not (strict.label_map > 0).any()
+    assert len(strict.segments) == 0
+
+
+def test_reclassify_uses_the_settings_the_result_was_made_with(predictor, coffee):
+    """A result made with the demo settings re-labels with them, whatever ran since."""
+    coco, ade = Vocabulary.preset("coco"), Vocabulary.preset("ade20k")
+    predictor.configure("demo")
     try:
-        lenient = predictor.reclassify(strict, vocab)
+        demo = predictor.predict(coffee, coco)
+        expected = predictor.predict(coffee, ade)
     finally:
         predictor.configure("evaluation")
-    assert (lenient.label_map > 0).sum() >= (strict.label_map > 0).sum()
+    relabelled = predictor.reclassify(demo, ade)
+    assert_same_result(relabelled, expected)
+    assert predictor.settings["overlap_threshold"] == 0.8  # the predictor's own settings are back
+    evaluation = predictor.classify(demo.encoded, ade)
+    assert not np.array_equal(evaluation.label_map, expected.label_map)
 
 
 def test_grayscale_uint16_and_rgba_inputs(predictor):
@@ -166,6 +192,22 @@ def test_out_of_memory_twice_explains_the_options(predictor, coffee, monkeypatch
 
     with pytest.raises(PredictorOutOfMemoryError, match="short_edge=768.*device='cpu'"):
         predictor.predict(coffee, Vocabulary.preset("coco"))
+
+
+def test_out_of_memory_while_classifying_keeps_the_encoded_image(predictor, coffee, monkeypatch):
+    from napari_odise.predictor import PredictorOutOfMemoryError
+
+    vocab = Vocabulary.preset("coco")
+    result = predictor.predict(coffee, vocab)
+    original = predictor.model.classify
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(
+        predictor.model, "classify", lambda *a: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("simulated"))
+    )
+    with pytest.raises(PredictorOutOfMemoryError, match="133 categories.*smaller vocabulary"):
+        predictor.reclassify(result, vocab)
+    monkeypatch.setattr(predictor.model, "classify", original)
+    assert_same_result(predictor.reclassify(result, vocab), result)  # nothing lost
 
 
 def test_rescore_ranks_categories_for_a_mask(predictor, coffee):

@@ -64,19 +64,22 @@ def test_unknown_preset_lists_valid_names():
     ]
 
 
-def test_demo_is_coco_ade_lvis_deduplicated_by_name():
+def test_demo_is_coco_ade_lvis_deduplicated_by_name_and_synonyms():
     expected_names = []
     seen = set()
     for file_name in ("coco_panoptic_133.json", "ade20k_150.json", "lvis_1203.json"):
         for item in _raw(file_name):
-            if item["name"].lower() not in seen:
-                seen.add(item["name"].lower())
+            synonyms = frozenset(s.lower() for s in item.get("synonyms") or [item["name"]])
+            if item["name"].lower() not in seen and synonyms not in seen:
+                seen.update((item["name"].lower(), synonyms))
                 expected_names.append(item["name"])
     demo = Vocabulary.preset("demo")
     assert len(demo) == len(expected_names)
     assert list(demo.names) == expected_names
     assert demo.categories[:133] == Vocabulary.preset("coco").categories
     assert len({c.color for c in demo}) == len(demo)
+    assert "sky-other-merged" in demo.names and "sky" not in demo.names  # both are "sky, clouds"
+    assert len({frozenset(s.lower() for s in c.synonyms) for c in demo}) == len(demo)
 
 
 def test_repeated_ade847_names_get_qualified_but_keep_synonyms():
@@ -228,6 +231,15 @@ def test_add_drops_repeated_names_and_renumbers_clashing_ids():
     ]
     assert combined.by_name("eel").color != (10, 10, 10)  # exact colour clash regenerated
     assert combined.by_name("cow").color == b.by_name("cow").color
+
+
+def test_add_drops_categories_with_the_same_synonyms():
+    a = Vocabulary([Category(1, "sky-other-merged", ("sky", "clouds"), isthing=False)])
+    b = Vocabulary([
+        Category(1, "sky", ("Clouds", "sky"), isthing=False),  # same words: dropped
+        Category(2, "sky blue", ("sky",)),  # a subset is another category: kept
+    ])
+    assert list((a + b).names) == ["sky-other-merged", "sky blue"]
 
 
 def test_remove_select_rename_with_category():

@@ -94,6 +94,10 @@ def test_segmenting_a_sample_makes_a_labels_layer_with_features_colours_and_meta
     layer.visible = False
     bare = viewer.screenshot(canvas_only=True, flash=False)
     assert np.abs(canvas.astype(int) - bare.astype(int)).mean() > 5  # the labels are drawn
+    widget.names_box.setChecked(False)
+    assert not names.visible and names in viewer.layers
+    widget.names_box.setChecked(True)
+    assert names.visible and list(names.text.values) == expected.segments["category"].tolist()
 
 
 def test_vocabulary_change_relabels_without_the_backbone_and_keeps_manual_edits(segment, predictor, qtbot):
@@ -135,6 +139,29 @@ def test_vocabulary_change_relabels_without_the_backbone_and_keeps_manual_edits(
     np.testing.assert_array_equal(categories.to_numpy()[layer.data][free], fresh.semantic_map()[free])
     assert Vocabulary.from_json(layer.metadata["odise"]["vocabulary"]) == vocabulary
     assert image.name == layer.metadata["odise"]["info"]["image"]
+
+
+def test_choosing_an_image_segmented_earlier_relabels_it_with_the_current_vocabulary(segment, predictor, qtbot):
+    viewer, widget = segment
+    viewer.add_image(skimage.data.coffee(), name="coffee")
+    run_and_wait(widget, qtbot)
+    viewer.add_image(skimage.data.chelsea(), name="chelsea")
+    widget.image_combo.setCurrentText("chelsea")
+    run_and_wait(widget, qtbot)
+    session = Session.of(viewer)
+    coffee, chelsea = (session.state(viewer.layers[f"{name} panoptic"]) for name in ("coffee", "chelsea"))
+    coco = coffee.vocabulary
+    calls = predictor.encode_calls
+    widget.vocabulary_widget.preset_boxes["ade20k"].setChecked(True)
+    qtbot.waitUntil(lambda: not widget.busy and chelsea.vocabulary != coco, timeout=30_000)
+    vocabulary = session.vocabulary.vocabulary
+    assert chelsea.vocabulary == vocabulary and len(vocabulary) > len(coco)
+    assert coffee.vocabulary == coco  # only the chosen image follows an edit
+    widget.image_combo.setCurrentText("coffee")
+    qtbot.waitUntil(lambda: not widget.busy and coffee.vocabulary == vocabulary, timeout=30_000)
+    assert predictor.encode_calls == calls
+    expected = predictor.reclassify(coffee.model_results[()], vocabulary)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["coffee panoptic"].data), expected.label_map)
 
 
 def test_cancel_stops_the_run_and_leaves_no_layer(segment, qtbot):
@@ -197,6 +224,12 @@ def test_vocabulary_editor_adds_renames_removes_and_filters(qtbot):
     editor.add()
     road = model.vocabulary.by_name("road")
     assert (road.synonyms, road.isthing, editor.new_text.text()) == (("road", "asphalt", "tarmac"), False, "")
+    editor.new_text.setText("puddle (wet ground)")  # brackets that are not a kind marker
+    editor.add()
+    assert model.vocabulary.by_name("puddle (wet ground)").isthing is False
+    editor.new_text.setText("pothole (thing)")  # the line's own marker wins over the chooser
+    editor.add()
+    assert model.vocabulary.by_name("pothole").isthing is True
     editor.filter.setText("asph")
     shown = [editor.list.item(i) for i in range(editor.list.count()) if not editor.list.item(i).isHidden()]
     assert [item.text() for item in shown] == ["road  (stuff)  = asphalt, tarmac"]

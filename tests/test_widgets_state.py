@@ -366,6 +366,18 @@ def test_vocabulary_model_presets_custom_categories_and_stable_ids():
     assert len(changes) == 6
 
 
+def test_vocabulary_model_counts_a_merged_duplicate_as_brought_by_both_presets():
+    model = VocabularyModel(presets=("coco", "ade20k"))
+    assert "sky-other-merged" in model.vocabulary and "sky" not in model.vocabulary  # "sky, clouds" once
+    assert model.add_text("clouds: sky (stuff)\nrain (stuff)") == ["clouds"]
+    assert "rain" in model.vocabulary and "clouds" not in model.vocabulary
+    model.remove("rain")
+    model.set_preset("coco", False)  # ADE20K brought it too
+    assert "sky-other-merged" in model.vocabulary and "giraffe" not in model.vocabulary
+    model.set_preset("ade20k", False)
+    assert model.vocabulary is None
+
+
 def test_vocabulary_model_save_and_load(tmp_path):
     model = VocabularyModel(presets=())
     model.add_text("cell (thing)\nbackground medium (stuff)")

@@ -36,6 +36,12 @@ def to_rgb_uint8(image, contrast_limits: tuple[float, float] | None = None, plan
     if array.size == 0:
         raise ImageInputError("the image is empty (it has no pixels): open or select an image with data")
     if array.ndim >= 4 or (array.ndim == 3 and _channel_axis(array.shape) is None):
+        if plane is None and array.ndim == 3 and array.shape[0] == 4:
+            raise ImageInputError(
+                f"the image has shape {array.shape}: either 4 planes or RGBA with channels first. "
+                "For a plane, pass `plane=` (the current slice in napari); for RGBA, pass "
+                "np.moveaxis(image, 0, -1) so the channels come last"
+            )
         if plane is None:
             raise ImageInputError(
                 f"the image has shape {array.shape}: it looks like a stack of planes. Choose one plane "

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Named settings: the evaluation settings behind the paper's numbers, or the official demo's.
 DEMO_SETTINGS = {"overlap_threshold": 0.0, "alpha": 0.35, "beta": 0.65}
+# The settings that act after the backbone (classification and the panoptic merge).
+CLASSIFY_SETTINGS = ("overlap_threshold", "object_mask_threshold", "alpha", "beta")
 ProgressCallback = Callable[[str, int, int], None]
 
 
@@ -103,6 +105,16 @@ class Predictor:
     def settings(self) -> dict:
         return dict(vars(self.model.config.inference))
 
+    @contextlib.contextmanager
+    def using(self, **overrides):
+        """Apply single inference options for a block, then restore the previous values."""
+        before = {name: value for name, value in self.settings.items() if name in overrides}
+        self.configure(**overrides)
+        try:
+            yield self
+        finally:
+            self.configure(**before)
+
     # -- inference ----------------------------------------------------------------------------
     def _autocast(self):
         if self.precision == "fp32":
@@ -157,9 +169,17 @@ class Predictor:
         """Class scores and the panoptic merge for already-encoded image tensors."""
         if progress is not None:
             progress("classify", 0, 1)
-        embedding = self.embed(vocabulary)
-        logprobs = self.model.classify(encoded, embedding)
-        label_map, segments = self.model.panoptic(encoded, logprobs, embedding.isthing)
+        try:
+            embedding = self.embed(vocabulary)
+            logprobs = self.model.classify(encoded, embedding)
+            label_map, segments = self.model.panoptic(encoded, logprobs, embedding.isthing)
+        except torch.cuda.OutOfMemoryError as error:
+            torch.cuda.empty_cache()
+            raise PredictorOutOfMemoryError(
+                f"the GPU ran out of memory classifying {len(vocabulary)} categories. Try a smaller "
+                "vocabulary, closing other GPU programs, or device='cpu'. Nothing was lost: the "
+                "encoded image is kept, so classifying again does not re-run the backbone."
+            ) from error
         ids = vocabulary.ids
         info = [
             {
@@ -184,13 +204,19 @@ class Predictor:
         return result
 
     def reclassify(self, result: PanopticResult, vocabulary: Vocabulary) -> PanopticResult:
-        """The same image with another vocabulary, from the cached per-query tensors (no backbone)."""
+        """The same image with another vocabulary, from the cached per-query tensors (no backbone).
+
+        Thresholds and ensemble weights are those the result was made with (its ``info``), so
+        the answer equals ``predict`` with that vocabulary whatever this predictor ran since.
+        """
         if result.encoded is None:
             raise ValueError(
                 "this result has no model tensors to reclassify (it was imported or edited from scratch); "
                 "run predict on the image instead"
             )
-        return self.classify(result.encoded, vocabulary)
+        made_with = result.info.get("settings", {})
+        with self.using(**{name: made_with[name] for name in CLASSIFY_SETTINGS if name in made_with}):
+            return self.classify(result.encoded, vocabulary)
 
     def embed(self, vocabulary: Vocabulary):
         """Text embeddings of a vocabulary (cached by string across calls)."""

@@ -133,6 +133,9 @@ class Vocabulary:
         self._name = name
         self._position_by_id = {c.id: i for i, c in enumerate(self._categories)}
         self._position_by_name = {c.name.lower(): i for i, c in enumerate(self._categories)}
+        self._position_by_synonyms: dict[frozenset[str], int] = {}
+        for i, c in enumerate(self._categories):
+            self._position_by_synonyms.setdefault(_synonym_key(c), i)
 
     # --- sequence -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -160,14 +163,16 @@ class Vocabulary:
         return isinstance(name, str) and name.strip().lower() in self._position_by_name
 
     def __add__(self, other: Vocabulary) -> Vocabulary:
-        """Concatenate; categories of ``other`` whose name is already here are dropped.
+        """Concatenate; categories of ``other`` already here are dropped: same name, or the same
+        synonyms (COCO's "sky-other-merged" and ADE20K's "sky" are both "sky, clouds": kept twice,
+        they would split one text embedding's probability between two names).
 
         Kept ids of ``other`` that clash with ids here move above the largest id in use (in
         order); kept colours that exactly equal one here are regenerated.
         """
         if not isinstance(other, Vocabulary):
             return NotImplemented
-        kept = [c for c in other if c.name not in self]
+        kept = [c for c in other if self.duplicate_of(c) is None]
         used_ids = set(self.ids)
         next_id = max([*self.ids, *(c.id for c in kept)]) + 1
         used_colors = {c.color for c in self}
@@ -212,6 +217,14 @@ class Vocabulary:
             return self._categories[self._position_by_name[name.strip().lower()]]
         except KeyError:
             raise KeyError(f"no category named {name!r} in {self.name!r}") from None
+
+    def duplicate_of(self, category: Category) -> Category | None:
+        """The category here that ``category`` repeats (same name, else the same synonyms):
+        the one it merges into under ``+``."""
+        if category.name in self:
+            return self.by_name(category.name)
+        position = self._position_by_synonyms.get(_synonym_key(category))
+        return None if position is None else self._categories[position]
 
     def index_of(self, category_id: int) -> int:
         """Position of a category id: the index of its column in the model's class logits."""
@@ -522,6 +535,15 @@ def _preset(key: str) -> Vocabulary:
     return Vocabulary(
         _categories_from_dicts(_distinguish_repeated_names(data["categories"])), name=data["name"]
     )
+
+
+def has_kind_marker(line: str) -> bool:
+    """Whether a vocabulary line ends with its own "(thing)" or "(stuff)" marker."""
+    return _MARKER.search(line) is not None
+
+
+def _synonym_key(category: Category) -> frozenset[str]:
+    return frozenset(s.lower() for s in category.synonyms)
 
 
 @lru_cache(maxsize=1)

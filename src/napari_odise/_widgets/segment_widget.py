@@ -61,6 +61,8 @@ class SegmentWidget(QWidget):
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image to segment: 2-D RGB or grayscale, or a stack of planes")
         self.image_combo.currentTextChanged.connect(self._update_planes)
+        # the editor's vocabulary is the one shown: an image segmented earlier catches up when chosen
+        self.image_combo.currentTextChanged.connect(self._on_vocabulary_changed)
         form.addRow("Image", self.image_combo)
         self.planes_combo = QComboBox()
         self.planes_combo.addItems([CURRENT_PLANE, ALL_PLANES])
@@ -77,7 +79,10 @@ class SegmentWidget(QWidget):
         form.addRow("Device", self.device_combo)
         self.precision_combo = QComboBox()
         self.precision_combo.addItems(PRECISIONS)
-        self.precision_combo.setToolTip("fp16/bf16 halve GPU memory; fp16 needs a CUDA GPU")
+        self.precision_combo.setToolTip(
+            "fp16/bf16: mixed precision (autocast), faster on recent GPUs with smaller activations; "
+            "weights stay fp32. fp16 needs a CUDA GPU"
+        )
         form.addRow("Precision", self.precision_combo)
         self.settings_combo = QComboBox()
         self.settings_combo.addItems(SETTINGS)

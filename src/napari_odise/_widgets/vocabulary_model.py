@@ -57,9 +57,10 @@ class VocabularyModel:
 
     def add_text(self, text: str) -> list[str]:
         """Add categories written in :meth:`Vocabulary.parse`'s syntax (``name: synonym, ...
-        (stuff)``, one per line). Returns the names skipped because they already exist."""
+        (stuff)``, one per line). Returns the names skipped because they already exist (by name,
+        or as another name with the same synonyms)."""
         new = Vocabulary.parse(text)
-        skipped = [c.name for c in new if self.vocabulary is not None and c.name in self.vocabulary]
+        skipped = [c.name for c in new if self.vocabulary is not None and self.vocabulary.duplicate_of(c)]
         if len(skipped) < len(new):
             self._add(new.remove(*skipped) if skipped else new, CUSTOM)
             self.changed.emit()
@@ -89,7 +90,7 @@ class VocabularyModel:
     def _add(self, addition: Vocabulary, source: str) -> None:
         merged = addition if self.vocabulary is None else self.vocabulary + addition
         for category in addition:
-            self._sources.setdefault(merged.by_name(category.name).id, set()).add(source)
+            self._sources.setdefault(merged.duplicate_of(category).id, set()).add(source)
         self.vocabulary = merged
 
     def _drop(self, ids: list[int]) -> None:

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from napari_odise.vocabulary import Vocabulary
+from napari_odise.vocabulary import Vocabulary, has_kind_marker
 
 from .vocabulary_model import VocabularyModel
 
@@ -123,7 +123,7 @@ class VocabularyWidget(QGroupBox):
         if not text:
             show_warning("Type a category name first, e.g. 'traffic cone: cone, pylon'")
             return
-        if not text.rstrip().endswith(")"):
+        if not has_kind_marker(text):  # "puddle (wet ground)" still takes the chosen kind
             text = f"{text} ({self.kind.currentText()})"
         ok, skipped = _run(self.model.add_text, text)
         if skipped:

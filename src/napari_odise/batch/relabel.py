@@ -10,27 +10,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from napari_odise.batch.job import BatchCancelled, describe
 from napari_odise.batch.lock import folder_lock
 from napari_odise.batch.models import ModelSpec, load_predictor
 from napari_odise.batch.progress import BatchProgress, ProgressCallback
-from napari_odise.batch.store import CLASSIFY_SETTINGS, BatchStore, StoreError, labelset_id, pick
+from napari_odise.batch.store import CLASSIFY_SETTINGS, BatchStore, StoreError, labelset_id
 from napari_odise.batch.summary import BatchSummary, Failure
 from napari_odise.vocabulary import Vocabulary
-
-
-@contextmanager
-def _classify_settings(predictor, settings: dict):
-    """Apply the store's classification settings for the run, then restore the predictor's."""
-    before = pick(predictor.settings, CLASSIFY_SETTINGS)
-    predictor.configure(**settings)
-    try:
-        yield
-    finally:
-        predictor.configure(**before)
 
 
 def store_model_spec(store: BatchStore, device: str = "auto") -> ModelSpec:
@@ -78,7 +66,7 @@ def relabel_store(
         if pending:
             predictor = predictor or load_predictor(store_model_spec(store, device))
             try:
-                with _classify_settings(predictor, classify):
+                with predictor.using(**classify):
                     _relabel(store, pending, vocabulary, target, predictor, summary, progress, cancel)
             except BatchCancelled:
                 summary.cancelled = True

@@ -39,6 +39,7 @@ from napari_odise.batch.publish import clear_partials, new_partial_folder, publi
 from napari_odise.io.stable_json import dumps as stable_dumps
 from napari_odise.model.odise import EncodedImage
 from napari_odise.model.postprocess import MaskGeometry
+from napari_odise.predictor import CLASSIFY_SETTINGS
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary
 
@@ -47,7 +48,6 @@ HEADER_KEY = "napari_odise_batch"
 EMBEDDING_DTYPES = ("float32", "float16", "none")
 # Settings that change what encode() computes, and those that change only classify() + merge.
 ENCODE_SETTINGS = ("short_edge", "max_size", "crop_size", "size_divisibility")
-CLASSIFY_SETTINGS = ("overlap_threshold", "object_mask_threshold", "alpha", "beta")
 _TENSORS = ("mask_logits", "mask_embed", "clip_mask_embed", "class_logits")
 _LABEL_CHUNK = 2048
 _CHUNK_BYTES = 64 * 2**20
