@@ -117,3 +117,42 @@ def write_openai_clip_archive(clip, path) -> None:
     """A TorchScript archive with OpenAI's ViT-L-14-336px.pt state-dict layout (fp16 + 3 ints)."""
     scripted = torch.jit.script(_holder_tree(openai_clip_state_dict(clip)))
     scripted.save(str(path))
+
+
+def open_clip_state_dict(clip) -> "OrderedDict[str, torch.Tensor]":
+    """What open_clip's ``model.state_dict()`` saves: the same names as OpenAI's, float32, no ints."""
+    return OrderedDict((k, v.clone()) for k, v in clip.state_dict().items())
+
+
+def save_safetensors(state: dict, path) -> None:
+    """safetensors wants contiguous tensors that share no memory."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous().clone() for k, v in state.items()}, str(path))
+
+
+# The VAE mid-block attention as diffusers < 0.14 saved it (the old AttentionBlock's attributes).
+_OLD_ATTENTION = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+
+
+def with_old_vae_attention_names(vae_state: dict) -> "OrderedDict[str, torch.Tensor]":
+    out = OrderedDict()
+    for key, value in vae_state.items():
+        for new, old in _OLD_ATTENTION.items():
+            if ".mid_block.attentions." in key and f".{new}." in key:
+                key = key.replace(f".{new}.", f".{old}.")
+        out[key] = value
+    return out
+
+
+def write_diffusers_folder(folder: Path, model, text_encoder, old_vae_names: bool = False) -> Path:
+    """unet/, vae/, text_encoder/ as ``StableDiffusionPipeline.save_pretrained`` lays them out."""
+    vae_state = model.features.vae.state_dict()
+    for sub, filename, state in (
+        ("unet", "diffusion_pytorch_model", model.features.unet.state_dict()),
+        ("vae", "diffusion_pytorch_model", with_old_vae_attention_names(vae_state) if old_vae_names else vae_state),
+        ("text_encoder", "model", {f"text_model.{k}": v for k, v in text_encoder.state_dict().items()}),
+    ):
+        (folder / sub).mkdir(parents=True)
+        save_safetensors(state, folder / sub / f"{filename}.safetensors")
+    return folder

@@ -16,8 +16,11 @@ import torch
 
 from checkpoint_factory import (
     odise_checkpoint,
+    open_clip_state_dict,
     reference_keys,
+    save_safetensors,
     sd_ldm_state_dict,
+    write_diffusers_folder,
     write_openai_clip_archive,
 )
 from conftest import FAST_GEOMETRY, random_image
@@ -28,8 +31,8 @@ from napari_odise.model.sd_context import build_sd_text_encoder
 from napari_odise.model.weight_errors import WeightsMismatchError
 
 
-def tiny_config(**changes):
-    config = get_config("tiny")
+def tiny_config(name="tiny", **changes):
+    config = get_config(name)
     for key, value in FAST_GEOMETRY.items():
         setattr(config.inference, key, value)
     for key, value in changes.items():
@@ -64,15 +67,18 @@ def files(source, tmp_path_factory):
     return paths
 
 
-def assert_same_model(loaded, source_model):
+def assert_same_model(loaded, source_model, clip_fp16=True):
+    """Equal tensors everywhere; CLIP rounded through fp16 when it came from OpenAI's archive."""
     for name in ("unet", "vae"):
         a, b = getattr(loaded.features, name).state_dict(), getattr(source_model.features, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for key, value in source_model.trainable_state_dict().items():
         assert torch.equal(loaded.trainable_state_dict()[key], value), key
     clip_a, clip_b = loaded.clip.state_dict(), source_model.clip.state_dict()
-    for key in clip_b:  # OpenAI ships fp16
-        assert torch.equal(clip_a[key], clip_b[key].half().float()), key
+    assert clip_a.keys() == clip_b.keys()
+    for key in clip_b:
+        expected = clip_b[key].half().float() if clip_fp16 else clip_b[key]
+        assert torch.equal(clip_a[key], expected), key
     torch.testing.assert_close(loaded.empty_context, source_model.empty_context, rtol=0, atol=0)
 
 
@@ -95,6 +101,36 @@ def test_second_start_reads_the_cache_without_converting(files, source, monkeypa
     assert_same_model(load_from_files(tiny_config(), progress=False, **files), source[0])
 
 
+def test_float16_cache_is_hit_on_the_second_start(files, source, monkeypatch, _isolated_home):
+    """fp16 halves the UNet/VAE/CLIP caches; the head and the empty-caption context stay float32."""
+    from safetensors import safe_open
+
+    from napari_odise.model import official_loading
+
+    first = load_from_files(tiny_config(), progress=False, cache_dtype=torch.float16, **files)
+    for step in ("_convert_sd", "_convert_clip", "_convert_head"):
+        monkeypatch.setattr(official_loading, step, lambda *a, **k: pytest.fail("converted again"))
+    second = load_from_files(tiny_config(), progress=False, cache_dtype=torch.float16, **files)
+
+    cache = _isolated_home / "cache"
+    suffixes = {p.name.split("-")[1]: p.name.rsplit("-", 1)[1] for p in cache.glob("tiny-*.safetensors")}
+    assert suffixes == {
+        "unet": "float16.safetensors", "vae": "float16.safetensors", "clip": "float16.safetensors",
+        "odise_label": "original.safetensors", "sd_context": "original.safetensors",
+    }
+    with safe_open(str(next(cache.glob("tiny-sd_context-*"))), "pt") as handle:
+        assert handle.get_slice("context").get_dtype() == "F32"
+    model = source[0]
+    torch.testing.assert_close(second.empty_context, model.empty_context, rtol=0, atol=0)
+    for key, value in model.trainable_state_dict().items():
+        assert torch.equal(second.trainable_state_dict()[key], value), key
+    unet = model.features.unet.state_dict()
+    assert all(torch.equal(v, unet[k].half().float()) for k, v in second.features.unet.state_dict().items())
+    # the converting start gives the model the cache gives
+    a, b = first.state_dict(), second.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_damaged_cache_is_rebuilt(files, source, _isolated_home):
     load_from_files(tiny_config(), progress=False, **files)
     unet_cache = next((_isolated_home / "cache").glob("tiny-unet-*.safetensors"))
@@ -106,18 +142,87 @@ def test_a_damaged_cache_is_rebuilt(files, source, _isolated_home):
 
 
 def test_diffusers_folder_for_stable_diffusion(files, source, tmp_path):
-    from safetensors.torch import save_file
+    model, text_encoder = source
+    folder = write_diffusers_folder(tmp_path / "sd", model, text_encoder)
+    loaded = load_from_files(tiny_config(), odise=files["odise"], sd=folder, clip=files["clip"], progress=False)
+    assert_same_model(loaded, model)
+
+
+def test_diffusers_folder_with_old_vae_attention_names(files, source, tmp_path):
+    """Folders saved by diffusers < 0.14 call the VAE attention query/key/value/proj_attn."""
+    from safetensors import safe_open
 
     model, text_encoder = source
-    for sub, state in (
-        ("unet", model.features.unet.state_dict()),
-        ("vae", model.features.vae.state_dict()),
-        ("text_encoder", {f"text_model.{k}": v for k, v in text_encoder.state_dict().items()}),
-    ):
-        (tmp_path / sub).mkdir()
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / sub / "diffusion_pytorch_model.safetensors")
-    loaded = load_from_files(tiny_config(), odise=files["odise"], sd=tmp_path, clip=files["clip"], progress=False)
+    folder = write_diffusers_folder(tmp_path / "sd", model, text_encoder, old_vae_names=True)
+    with safe_open(str(folder / "vae" / "diffusion_pytorch_model.safetensors"), "pt") as handle:
+        names = set(handle.keys())
+    assert "decoder.mid_block.attentions.0.proj_attn.weight" in names
+    assert not any(".to_q." in n or ".to_out." in n for n in names)
+    loaded = load_from_files(tiny_config(), odise=files["odise"], sd=folder, clip=files["clip"], progress=False)
     assert_same_model(loaded, model)
+
+
+def test_old_attention_names_are_renamed_only_where_the_current_name_is_missing():
+    """A file with both names keeps the old key, so the strict check reports it as unexpected."""
+    from napari_odise.model.sd_conversion import rename_deprecated_attention
+
+    expected = {"mid.attentions.0.to_q.weight": (2, 2), "mid.attentions.0.to_out.0.bias": (2,)}
+    old = {"mid.attentions.0.query.weight": torch.ones(2, 2), "mid.attentions.0.proj_attn.bias": torch.ones(2)}
+    assert set(rename_deprecated_attention(old, expected)) == set(expected)
+    both = {**old, "mid.attentions.0.to_q.weight": torch.zeros(2, 2)}
+    renamed = rename_deprecated_attention(both, expected)
+    assert set(renamed) == {
+        "mid.attentions.0.query.weight", "mid.attentions.0.to_q.weight", "mid.attentions.0.to_out.0.bias"
+    }
+    assert torch.equal(renamed["mid.attentions.0.to_q.weight"], torch.zeros(2, 2))
+    elsewhere = {"unet.query.weight": torch.ones(2, 2)}  # not a name the model has: left alone
+    assert set(rename_deprecated_attention(elsewhere, expected)) == {"unet.query.weight"}
+
+
+def test_stable_diffusion_ldm_layout_as_safetensors(files, source, tmp_path):
+    model, text_encoder = source
+    path = tmp_path / "sd-v1-3.safetensors"
+    save_safetensors(sd_ldm_state_dict(model, text_encoder), path)
+    loaded = load_from_files(tiny_config(), odise=files["odise"], sd=path, clip=files["clip"], progress=False)
+    assert_same_model(loaded, model)
+
+
+@pytest.mark.parametrize("layout", ["open_clip.bin", "open_clip.safetensors", "dataparallel.bin"])
+def test_clip_as_an_open_clip_state_dict(files, source, tmp_path, layout):
+    """open_clip state dicts are float32: CLIP must come back bit for bit (no fp16 rounding)."""
+    model = source[0]
+    state = open_clip_state_dict(model.clip)
+    assert set(state) <= set(reference_keys("clip_vit_l14_336_open_clip_keys.tsv"))
+    path = tmp_path / f"ViT-L-14-336.{layout}"
+    if layout.endswith(".safetensors"):
+        save_safetensors(state, path)
+    elif layout.startswith("dataparallel"):  # open_clip's training checkpoints
+        torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    else:
+        torch.save(state, path)
+    loaded = load_from_files(tiny_config(), odise=files["odise"], sd=files["sd"], clip=path, progress=False)
+    assert_same_model(loaded, model, clip_fp16=False)
+    assert not torch.equal(loaded.clip.visual.proj, model.clip.visual.proj.half().float())  # fp32 kept
+
+
+def test_caption_checkpoint_loads_into_the_caption_model(files, tmp_path):
+    caption = build_odise(tiny_config("tiny-caption", init_seed=5))
+    with torch.no_grad():
+        for p in caption.trainable_state_dict().values():
+            p.add_(torch.randn_like(p) * 0.05)
+    checkpoint = odise_checkpoint(caption)
+    # the official caption file's names (the tiny model has fewer layers: a subset)
+    assert set(checkpoint["model"]) <= set(reference_keys("odise_caption_coco_50e.model_keys.tsv"))
+    assert {"word_head.text_proj.weight", "sem_seg_head.predictor.class_embed.weight"} <= set(checkpoint["model"])
+    path = tmp_path / "odise_caption_coco_50e-853cc971.pth"
+    torch.save(checkpoint, path)
+    config = tiny_config("tiny-caption")
+    loaded = load_from_files(config, odise=path, sd=files["sd"], clip=files["clip"], progress=False)
+    assert loaded.config.variant == "caption"
+    expected, got = caption.trainable_state_dict(), loaded.trainable_state_dict()
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
 
 
 def test_missing_and_unexpected_keys_are_named_with_the_file(files, tmp_path):

@@ -99,7 +99,7 @@ def prepare_official(name: str = "official", progress: bool = True, config: ODIS
     model = build_odise(config, device="meta")
     converted_parts(model, progress=progress, cache_dtype=None, use_cache=True, **paths)
     return [
-        cache_path(_cache_kind(kind, config), source_digest(paths[role]), None)
+        cache_path(_cache_kind(kind, config), source_digest(paths[role]), _stored_dtype(kind, config, None))
         for kind, role in _sources(config).items()
     ]
 
@@ -113,6 +113,15 @@ def _sources(config: ODISEConfig) -> dict[str, str]:
     return {"unet": "sd", "vae": "sd", "sd_context": "sd", "clip": "clip", _head_kind(config): "odise"}
 
 
+def _stored_dtype(kind: str, config: ODISEConfig, cache_dtype: torch.dtype | None) -> torch.dtype | None:
+    """The dtype a part is cached in; reads and writes both ask here, or the names disagree and
+    every start is a cache miss. The head (28M values, the trained part) keeps the checkpoint's
+    dtype and the empty-caption context (1x77x768, which fp16 visibly shifts) stays float32."""
+    if kind in (_head_kind(config), "sd_context"):
+        return None
+    return cache_dtype
+
+
 def converted_parts(model: ODISE, odise, sd, clip, progress, cache_dtype, use_cache) -> dict:
     """Every part's tensors under our names: from the cache, else converted (and cached)."""
     config = model.config
@@ -122,7 +131,7 @@ def converted_parts(model: ODISE, odise, sd, clip, progress, cache_dtype, use_ca
     parts = {kind: None for kind in sources}
     if use_cache:
         for kind, role in sources.items():
-            parts[kind] = _read_cached(_cache_kind(kind, config), digests[role], cache_dtype)
+            parts[kind] = _read_cached(kind, config, digests[role], cache_dtype)
     if any(parts[k] is None for k in ("unet", "vae", "sd_context")):
         parts.update(_convert_sd(model, config, files["sd"]))
         _write(parts, ("unet", "vae", "sd_context"), config, digests["sd"], cache_dtype, use_cache)
@@ -132,7 +141,7 @@ def converted_parts(model: ODISE, odise, sd, clip, progress, cache_dtype, use_ca
     head_kind = _head_kind(config)
     if parts[head_kind] is None:
         parts[head_kind] = _convert_head(model, files["odise"])
-        _write(parts, (head_kind,), config, digests["odise"], None, use_cache)
+        _write(parts, (head_kind,), config, digests["odise"], cache_dtype, use_cache)
     return parts
 
 
@@ -141,20 +150,30 @@ def _cache_kind(kind: str, config: ODISEConfig) -> str:
     return kind if config.name in ("official", "official-caption") else f"{config.name}-{kind}"
 
 
-def _read_cached(kind: str, digest: str, dtype) -> dict | None:
+def _read_cached(kind: str, config: ODISEConfig, digest: str, cache_dtype) -> dict | None:
     from napari_odise.weights import cache_path, read_cache
 
-    return read_cache(cache_path(kind, digest, dtype), source_sha256=digest)
+    path = cache_path(_cache_kind(kind, config), digest, _stored_dtype(kind, config, cache_dtype))
+    return read_cache(path, source_sha256=digest)
 
 
-def _write(parts: dict, kinds, config: ODISEConfig, digest: str, dtype, use_cache: bool) -> None:
+def _write(parts: dict, kinds, config: ODISEConfig, digest: str, cache_dtype, use_cache: bool) -> None:
+    """Cache ``parts[kind]`` for each kind, and round the in-memory copy to the cached dtype so the
+    first start gives the same model as the starts that read the cache."""
     if not use_cache:
         return
     from napari_odise.weights import cache_path, write_cache
 
     for kind in kinds:
-        name = _cache_kind(kind, config)
+        name, dtype = _cache_kind(kind, config), _stored_dtype(kind, config, cache_dtype)
         write_cache(parts[kind], cache_path(name, digest, dtype), {"kind": name}, source_sha256=digest, dtype=dtype)
+        parts[kind] = _rounded(parts[kind], dtype)
+
+
+def _rounded(state: dict, dtype) -> dict:
+    if dtype is None:
+        return state
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
 
 def _convert_sd(model: ODISE, config: ODISEConfig, source: Path) -> dict:
@@ -176,7 +195,7 @@ def _convert_sd(model: ODISE, config: ODISEConfig, source: Path) -> dict:
     missing = set(text_encoder.state_dict()) - set(text_state) - {"embeddings.position_ids"}
     if missing:  # convert_ldm checked this already; a diffusers folder too
         raise ValueError(f"{source}: text encoder tensors missing: {sorted(missing)[:5]}")
-    context = empty_context(text_encoder)
+    context = empty_context(text_encoder).float()  # cached as float32 whatever the cache dtype
     return {"unet": weights.unet, "vae": weights.vae, "sd_context": {"context": context}}
 
 

@@ -38,6 +38,10 @@ SCHEDULE_KEYS = frozenset(
 )
 IGNORED_PREFIXES = ("model_ema.",)
 IGNORED_KEYS = frozenset({TEXT_PREFIX + "embeddings.position_ids"})
+# Diffusers folders saved before diffusers 0.14 name the VAE mid-block attention as the old
+# AttentionBlock did; diffusers renames them on load (ModelMixin._fix_state_dict_keys_on_load, once
+# _convert_deprecated_attention_blocks: private and renamed, hence this table). Same shapes (linear).
+DEPRECATED_ATTENTION_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
 @dataclass
@@ -99,6 +103,26 @@ def convert_ldm(state: dict[str, torch.Tensor], unet, vae, text_encoder, source:
     return SDWeights(unet_sd, vae_sd, parts["text"])
 
 
+def rename_deprecated_attention(state: dict, expected) -> dict:
+    """Old attention names -> current ones, only where the model wants the current name and the
+    file lacks it: a file holding both keeps the old key, which the strict check then reports."""
+    renamed = {}
+    for key, value in state.items():
+        current = _current_attention_name(key)
+        if current is not None and current in expected and current not in state:
+            key = current
+        renamed[key] = value
+    return renamed
+
+
+def _current_attention_name(key: str) -> str | None:
+    """'...attentions.0.query.weight' -> '...attentions.0.to_q.weight'; None for other keys."""
+    parts = key.split(".")
+    if len(parts) < 2 or parts[-2] not in DEPRECATED_ATTENTION_NAMES:
+        return None
+    return ".".join([*parts[:-2], DEPRECATED_ATTENTION_NAMES[parts[-2]], parts[-1]])
+
+
 def load_diffusers_folder(folder, unet, vae, text_encoder) -> SDWeights:
     """SD v1 in diffusers' folder layout (unet/, vae/, text_encoder/ with safetensors or .bin)."""
     from pathlib import Path
@@ -119,6 +143,7 @@ def load_diffusers_folder(folder, unet, vae, text_encoder) -> SDWeights:
             expected = {k: s for k, s in _shapes(model).items() if k != "embeddings.position_ids"}
         else:
             expected = _shapes(model)
+            state = rename_deprecated_attention(state, expected)
         check_state_dict(expected, state, str(candidates[0]), f"Stable Diffusion {sub}")
         out[sub] = state
     return SDWeights(out["unet"], out["vae"], out["text_encoder"])
