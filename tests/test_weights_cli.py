@@ -163,6 +163,21 @@ def test_import_usage_errors(sources, capsys, tmp_path):
     assert code == 1 and "does not exist" in err
 
 
+def test_use_records_own_files_status_lists_them_and_reset_forgets(sources, capsys, tmp_path):
+    folder = tmp_path / "stable-diffusion-v1-4"  # e.g. a diffusers folder
+    folder.mkdir()
+    code, out, _ = run(capsys, "use", "--sd", str(folder), "--clip", str(sources["clip"]), "--no-convert")
+    assert code == 0 and f"sd: {folder.resolve()}" in out and f"clip: {sources['clip'].resolve()}" in out
+    code, out, _ = run(capsys, "status")
+    assert "Your own files" in out and f"  sd: {folder.resolve()}\n" in out
+    code, _, err = run(capsys, "use", "--clip", str(tmp_path / "nope.pt"))
+    assert code == 1 and "does not exist" in err
+    code, _, err = run(capsys, "use")
+    assert code == 1 and "--sd PATH and/or --clip PATH" in err
+    code, out, _ = run(capsys, "use", "--reset")
+    assert code == 0 and "Your own files" not in run(capsys, "status")[1]
+
+
 def test_verify_exit_codes(sources, capsys):
     code, _, err = run(capsys, "verify")
     assert code == 1 and "no weight files" in err

@@ -317,11 +317,10 @@ def test_a_finetuned_checkpoint_loads_by_path(tmp_path):
     np.testing.assert_array_equal(predictor.model.encode(image).mask_logits, model.encode(image).mask_logits)
 
 
-def test_prepare_official_fills_the_cache_from_the_weights_folder(files, source, monkeypatch):
-    """What `napari-odise weights import` runs after placing the files (tiny sizes here)."""
+def _manifest_of(files, monkeypatch, placed=("odise", "sd", "clip")):
+    """A manifest describing ``files`` (tiny synthetic checkpoints); ``placed`` go in the weights folder."""
     import shutil
 
-    from napari_odise.model import official_loading
     from napari_odise.weights import manifest, sha256_file, weights_dir
 
     entries = []
@@ -330,11 +329,36 @@ def test_prepare_official_fills_the_cache_from_the_weights_folder(files, source,
             {"name": name, "role": role, "filename": files[key].name, "url": f"https://example.org/{name}",
              "licence": "test", "sha256": sha256_file(files[key])}
         )
-        weights_dir().mkdir(parents=True, exist_ok=True)
-        shutil.copy(files[key], weights_dir() / files[key].name)
+        if key in placed:
+            weights_dir().mkdir(parents=True, exist_ok=True)
+            shutil.copy(files[key], weights_dir() / files[key].name)
     test_manifest = manifest.Manifest.from_dict({"format": 1, "files": entries, "models": {"official": ["label", "sd", "clip"]}})
     monkeypatch.setattr(manifest, "load_manifest", lambda: test_manifest)
 
+
+def test_own_sd_and_clip_files_stand_in_for_the_manifests(files, source, monkeypatch, tmp_path):
+    """`napari-odise weights use`: e.g. SD as a diffusers folder and CLIP as open_clip's state dict."""
+    from napari_odise.model import official_loading
+    from napari_odise.weights import WeightsUnavailableError, forget_own_files, use_own_files, weights_dir
+
+    _manifest_of(files, monkeypatch, placed=("odise",))
+    use_own_files(sd=files["sd"], clip=files["clip"])
+    paths = official_loading.source_paths("official", {}, allow_download=False, progress=False)
+    assert paths == {"odise": weights_dir() / files["odise"].name, "sd": files["sd"].resolve(), "clip": files["clip"].resolve()}
+    caches = official_loading.prepare_official("official", progress=False, config=tiny_config())
+    assert len(caches) == 5 and all(p.is_file() for p in caches)
+    assert_same_model(load_from_files(tiny_config(), progress=False, **paths), source[0])
+    forget_own_files("clip")
+    with pytest.raises(WeightsUnavailableError, match=files["clip"].name):  # back to the manifest's file
+        official_loading.source_paths("official", {}, allow_download=False, progress=False)
+
+
+def test_prepare_official_fills_the_cache_from_the_weights_folder(files, source, monkeypatch):
+    """What `napari-odise weights import` runs after placing the files (tiny sizes here)."""
+    from napari_odise.model import official_loading
+    from napari_odise.weights import weights_dir
+
+    _manifest_of(files, monkeypatch)
     caches = official_loading.prepare_official("official", progress=False, config=tiny_config())
     assert len(caches) == 5 and all(p.is_file() for p in caches)
     for step in ("_convert_sd", "_convert_clip", "_convert_head"):

@@ -55,6 +55,21 @@ def register(subparsers) -> None:
     )
     importer.set_defaults(func=run_import)
 
+    use = commands.add_parser(
+        "use",
+        help="use your own Stable Diffusion / CLIP files instead of the manifest's (by path, no copy)",
+        description="Record Stable Diffusion v1.x (ldm .ckpt/.safetensors or a diffusers folder) and/or "
+        "CLIP ViT-L-14-336 (OpenAI archive or open_clip state dict) files you already have. They are "
+        "checked key by key when the model loads. ODISE checkpoints: use `weights import`.",
+    )
+    use.add_argument("--sd", metavar="PATH", help="Stable Diffusion v1.x file or diffusers folder")
+    use.add_argument("--clip", metavar="PATH", help="CLIP ViT-L-14-336 weights")
+    use.add_argument("--reset", action="store_true", help="forget your files and use the manifest's again")
+    use.add_argument(
+        "--no-convert", action="store_true", help="only record; check and convert to the cache on first use"
+    )
+    use.set_defaults(func=run_use)
+
     clear = commands.add_parser("clear-cache", help="delete the converted safetensors cache (rebuilt on next use)")
     clear.set_defaults(func=run_clear_cache)
 
@@ -106,6 +121,11 @@ def run_status(args) -> int:
     print(f"\nWeights folder: {weights.weights_dir()}  (put files downloaded by hand here, under these names)")
     for row in rows:
         print(f"  {row.name}: {row.path.name}")
+    own = weights.own_files()
+    if own:
+        print("Your own files, used instead of the manifest's (`weights use --reset` to stop):")
+        for role, path in own.items():
+            print(f"  {role}: {path}{'' if path.exists() else '  (MISSING)'}")
     cache_size = _human(sum(p.stat().st_size for p in cache_files))
     print(f"Cache folder:   {weights.cache_dir()}  ({len(cache_files)} files, {cache_size})")
     return 0
@@ -184,13 +204,33 @@ def run_import(args) -> int:
     return 0
 
 
+def run_use(args) -> int:
+    if args.reset:
+        weights.forget_own_files()
+        print("using the manifest's files")
+        return 0
+    if not (args.sd or args.clip):
+        return _error("give --sd PATH and/or --clip PATH (or --reset)")
+    try:
+        recorded = weights.use_own_files(sd=args.sd, clip=args.clip)
+    except (FileNotFoundError, ValueError) as error:
+        return _error(str(error))
+    for role, path in recorded.items():
+        print(f"{role}: {path}")
+    if not args.no_convert:
+        return _convert_imported()
+    return 0
+
+
 def _convert_imported() -> int:
-    """Build the safetensors cache of every official model whose three files are now present."""
-    from napari_odise.model.official_loading import prepare_official
+    """Build the safetensors cache of every official model whose three files are now there (the
+    user's own files count), which also checks them key by key."""
+    from napari_odise.model.official_loading import ROLES, prepare_official
 
     present = {s.name for s in weights.status() if s.present}
+    own_roles = {ROLES[role] for role in weights.own_files()}
     for model in weights.model_names():
-        if not all(f.name in present for f in weights.files_for_model(model)):
+        if not all(f.name in present or f.role in own_roles for f in weights.files_for_model(model)):
             continue
         print(f"converting {model} to the fast-start cache ...")
         try:

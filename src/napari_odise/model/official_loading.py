@@ -38,19 +38,29 @@ def load_official(
     """The released model ("official" or "official-caption") from the weights folder.
 
     Files given as ``odise=``, ``sd=``, ``clip=`` are used as they are (any SD v1.x checkpoint or
-    diffusers folder, a fine-tuned head...); the others must be the manifest's files, present in
-    the weights folder (or downloaded when ``allow_download``) and verified.
+    diffusers folder, a fine-tuned head...), then the user's own SD/CLIP files recorded with
+    ``napari-odise weights use``; the others must be the manifest's files, present in the weights
+    folder (or downloaded when ``allow_download``) and verified.
     """
-    from napari_odise.weights import ensure_file, files_for_model
+    paths = source_paths(name, sources, allow_download, progress)
+    return load_from_files(get_config(name), progress=progress, cache_dtype=cache_dtype, **paths)
 
+
+def source_paths(name: str, given: dict, allow_download: bool, progress: bool) -> dict[str, Path]:
+    """Role -> file for a released model: the files given, else the user's own (``weights use``),
+    else the manifest's from the weights folder (verified; downloaded when allowed)."""
+    from napari_odise.weights import ensure_file, files_for_model, own_files
+
+    own = own_files()
     paths = {}
     for weight_file in files_for_model(name):
         role = next(r for r, manifest_role in ROLES.items() if manifest_role == weight_file.role)
-        if sources.get(role) is not None:
-            paths[role] = Path(sources[role])
+        chosen = given.get(role) or own.get(role)
+        if chosen is not None:
+            paths[role] = Path(chosen)
         else:
             paths[role] = ensure_file(weight_file, allow_download=allow_download, progress=progress)
-    return load_from_files(get_config(name), progress=progress, cache_dtype=cache_dtype, **paths)
+    return paths
 
 
 def source_digest(path: Path, progress: bool = False) -> str:
@@ -89,13 +99,10 @@ def load_from_files(
 def prepare_official(name: str = "official", progress: bool = True, config: ODISEConfig | None = None) -> list[Path]:
     """Convert the model's weight files (already in the weights folder) into the cache now, so the
     first start is fast too. Returns the cache files. (``config`` overrides the model's sizes: tests.)"""
-    from napari_odise.weights import cache_path, ensure_file, files_for_model
+    from napari_odise.weights import cache_path
 
     config = config or get_config(name)
-    paths = {}
-    for weight_file in files_for_model(name):
-        role = next(r for r, manifest_role in ROLES.items() if manifest_role == weight_file.role)
-        paths[role] = ensure_file(weight_file, allow_download=False, progress=progress)
+    paths = source_paths(name, {}, allow_download=False, progress=progress)
     model = build_odise(config, device="meta")
     converted_parts(model, progress=progress, cache_dtype=None, use_cache=True, **paths)
     return [

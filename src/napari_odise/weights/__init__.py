@@ -22,6 +22,7 @@ from .errors import (
 )
 from .hashing import digest_matches, file_sha256, sha256_file, verify_file
 from .importing import import_files
+from .own_files import forget_own_files, own_files, use_own_files
 from .manifest import Manifest, WeightFile, all_files, files_for_model, get, model_names
 from .paths import cache_dir, home_dir, weights_dir
 from .sources import resolve_url
@@ -51,15 +52,18 @@ __all__ = [
     "ensure_file",
     "file_sha256",
     "files_for_model",
+    "forget_own_files",
     "get",
     "home_dir",
     "import_files",
     "load_checkpoint",
     "model_names",
+    "own_files",
     "read_cache",
     "resolve_url",
     "sha256_file",
     "status",
+    "use_own_files",
     "verify_file",
     "weights_dir",
     "write_cache",
