@@ -215,6 +215,9 @@ def test_unreachable_server_gives_manual_placement(server):
     with pytest.raises(WeightsUnavailableError) as caught:
         download(wf, progress=False)
     assert "unreachable" in str(caught.value) and str(wf.local_path()) in str(caught.value)
+    assert "weights use" not in str(caught.value)  # an ODISE head has no stand-in
+    with pytest.raises(WeightsUnavailableError, match="another form.*weights use --sd PATH"):
+        download(weight_file(server, url="http://127.0.0.1:9/sd.ckpt", role="stable_diffusion"), progress=False)
 
 
 def test_offline_switch_makes_no_request(server, monkeypatch):
