@@ -102,6 +102,8 @@ def test_pq_hand_computed():
     # cat 20: exact (TP, IoU 1); cat 30: pred5 lies entirely on void: ignored
     assert stats.per_category() == pytest.approx({10: 0.775, 20: 1.0})
     assert stats.pq() == pytest.approx((0.775 + 1.0) / 2)
+    assert stats.pq([20, 30]) == pytest.approx(1.0)  # 30 has no counts: not averaged in
+    assert stats.pq([10]) == pytest.approx(0.775) and stats.pq([99]) == 0.0
 
 
 def test_pq_counts_false_positives_and_negatives():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 
 def register(subparsers) -> None:
@@ -10,8 +13,8 @@ def register(subparsers) -> None:
         "finetune",
         help="fine-tune ODISE's trainable head on an exported dataset (resumable)",
         description="Train the label model's head on a dataset written by `napari-odise export` or the "
-        "Export widget. Stop it any time (Ctrl+C); the same command resumes from DIR/last.pt. The "
-        "result, DIR/model.pth, loads like the official model: `--model DIR/model.pth`.",
+        "Export widget. Stop it any time (Ctrl+C stops after the current step); the same command resumes "
+        "from DIR/last.pt. The result, DIR/model.pth, loads like the official model: `--model DIR/model.pth`.",
     )
     parser.add_argument("dataset", help="dataset folder (annotations/panoptic.json, images/, vocabulary.json)")
     parser.add_argument("--out", required=True, help="output folder (checkpoints, model.pth, training.json)")
@@ -81,14 +84,53 @@ def run(args) -> int:
         bar.set_postfix(postfix)
         bar.update(1)
 
-    try:
-        path = trainer.run(progress=report)
-    except (KeyboardInterrupt, Cancelled):
-        trainer.save_checkpoint()
-        bar.close()
-        print(f"stopped at step {trainer.step}; run the same command again to resume", file=sys.stderr)
-        return 130
-    bar.close()
+    with stop_requests() as should_stop:
+        try:
+            path = trainer.run(progress=report, should_stop=should_stop)
+        except Cancelled:  # run() stopped at a step boundary and saved it
+            return stopped(trainer, saved=True)
+        except KeyboardInterrupt:
+            return stopped(trainer, saved=False)
+        finally:
+            bar.close()
     print(f"fine-tuned model: {path}")
     print(f"use it with: napari-odise segment IMAGES --out DIR --model {path}")
     return 0
+
+
+@contextmanager
+def stop_requests():
+    """Ctrl+C asks the loop to stop at the next step boundary, so the checkpoint it saves resumes
+    exactly as an uninterrupted run would go on; a second Ctrl+C stops at once."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set  # signal handlers can only be set in the main thread
+        return
+
+    def handle(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        print("\nstopping after this step (Ctrl+C again to stop at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stopped(trainer, saved: bool) -> int:
+    """Save the stop if it is a step boundary (a cut-short update is not: resuming it would drift)."""
+    if not saved and trainer.at_step_boundary:
+        trainer.save_checkpoint()
+        saved = True
+    if saved:
+        print(f"stopped at step {trainer.step}; run the same command again to resume", file=sys.stderr)
+    else:
+        print(
+            f"stopped during step {trainer.step + 1}, whose half-done update is not saved: run the same "
+            f"command again to resume from the last checkpoint ({trainer.checkpoint_path}), if any",
+            file=sys.stderr,
+        )
+    return 130

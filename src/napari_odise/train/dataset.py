@@ -2,8 +2,12 @@
 
 Each sample is an augmented image and its segments as (category index, binary mask) targets;
 category indices follow the dataset vocabulary's order, which is the order of the text embeddings
-the class logits are computed against. Segments without a category are left out (unlabeled).
-A deterministic split holds out images for validation.
+the class logits are computed against. Segments without a category are left out (unlabeled), and
+so are crowd segments (``iscrowd``), as Mask2Former's panoptic mapper does: their pixels become
+void, which no target covers and which the validation PQ ignores. Images are scaled to uint8 RGB
+by ``to_rgb_uint8`` as inference scales them (16-bit and float images by robust percentiles, the
+default of the Predictor and batch runs), so training sees the pixels the model will be asked to
+segment. A deterministic split holds out images for validation.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
+from napari_odise.image_input import to_rgb_uint8
 from napari_odise.io import open_dataset
+from napari_odise.io.images import read_image
 from napari_odise.result import UNASSIGNED
 from napari_odise.vocabulary import Vocabulary
 
@@ -42,6 +47,26 @@ def split_names(names: list[str], val_fraction: float, seed: int = 0) -> tuple[l
     return [n for n in names if n not in val], [n for n in names if n in val]
 
 
+def read_training_image(path) -> np.ndarray:
+    """uint8 RGB as inference sees the file (stored pixels, no EXIF turn: labels are drawn on them)."""
+    pixels = read_image(path)
+    if pixels.ndim == 3 and pixels.shape[-1] == 2:
+        pixels = pixels[..., 0]  # grey + alpha: alpha is not part of what the model sees
+    return to_rgb_uint8(pixels)
+
+
+def training_labels(result) -> tuple[np.ndarray, dict[int, int]]:
+    """(label map with crowd pixels void, {segment id: category id}) without crowd or unassigned."""
+    crowd = [int(i) for i in result.info.get("iscrowd", ())]
+    label_map = np.where(np.isin(result.label_map, crowd), 0, result.label_map).astype(np.int32)
+    categories = {
+        int(row.id): int(row.category_id)
+        for row in result.segments.itertuples()
+        if int(row.category_id) != UNASSIGNED and int(row.id) not in crowd
+    }
+    return label_map, categories
+
+
 class PanopticTrainingData:
     """Loads a dataset folder once; hands out samples and augmented batches."""
 
@@ -59,14 +84,8 @@ class PanopticTrainingData:
         record = self.dataset.image(name)
         if record.image is None or not record.image.is_file():
             raise FileNotFoundError(f"{name}: the dataset has no image file for it; re-export with the image")
-        image = np.asarray(Image.open(record.image).convert("RGB"))
-        result = self.dataset.read(name)
-        categories = {
-            int(row.id): int(row.category_id)
-            for row in result.segments.itertuples()
-            if int(row.category_id) != UNASSIGNED
-        }
-        return Sample(name, image, result.label_map.astype(np.int32), categories)
+        label_map, categories = training_labels(self.dataset.read(name))
+        return Sample(name, read_training_image(record.image), label_map, categories)
 
     def targets(self, label_map: np.ndarray, categories: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(labels (T,) as vocabulary indices, masks (T, H, W) float) of one label map."""

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,7 @@ class Finetuner:
         self.torch_rng = torch.Generator().manual_seed(config.seed)
         self.jitter = JitterConfig(config.image_size, config.min_scale, config.max_scale)
         self.step = 0
+        self._updating = False
         self.history: list[dict] = []
         if resume and self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
@@ -146,53 +148,92 @@ class Finetuner:
         return set_criterion(predictions, labels, [m.to(self.device) for m in masks], self.config.loss, self.torch_rng)
 
     def train_step(self) -> StepReport:
+        """One optimizer step. An exception before the update (Ctrl+C included) leaves the trainer at
+        the last step boundary: only the random states had moved, and they are put back, so a
+        checkpoint saved then resumes exactly. ``at_step_boundary`` says whether that holds."""
         config = self.config
         factor = lr_factor(self.step, config.steps, config.warmup_steps, config.warmup_factor, config.schedule)
+        states = self._random_states()
+        try:
+            values = self._backward(config.lr * factor)
+        except BaseException:
+            self._set_random_states(states)
+            raise
+        self._updating = True
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        report = StepReport(self.step + 1, config.steps, values, config.lr * factor)
+        self.history.append({"step": report.step, "lr": report.lr, **values})
+        self.step += 1
+        self._updating = False
+        return report
+
+    def _backward(self, lr: float) -> dict[str, float]:
+        """Gradients of one batch (clipped); the weights and optimizer are not touched yet."""
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * factor
+            group["lr"] = lr
         self.model.train()
-        images, labels, masks = self.data.batch(config.batch_size, self.jitter, self.rng)
+        images, labels, masks = self.data.batch(self.config.batch_size, self.jitter, self.rng)
         losses = self.losses(images, labels, masks)
         total = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
-        if config.grad_clip:
+        if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(trainable_parameters(self.model), config.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
+            nn.utils.clip_grad_norm_(trainable_parameters(self.model), self.config.grad_clip)
         values = {k: float(losses[k].detach()) for k in LAST_LAYER_LOSSES}
         values["total"] = float(total.detach())
-        report = StepReport(self.step, config.steps, values, config.lr * factor)
-        self.history.append({"step": self.step, "lr": report.lr, **values})
-        return report
+        return values
+
+    @property
+    def at_step_boundary(self) -> bool:
+        """False only when an update was cut short: saving then would not resume exactly."""
+        return not self._updating
+
+    def _random_states(self) -> tuple[dict, torch.Tensor]:
+        return self.rng.bit_generator.state, self.torch_rng.get_state()  # both fresh copies
+
+    def _set_random_states(self, states: tuple[dict, torch.Tensor]) -> None:
+        self.rng.bit_generator.state, torch_state = states
+        self.torch_rng.set_state(torch_state)
 
     # -- validation -----------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, names: list[str] | None = None) -> float:
         """PQ of the current model on held-out images (the full inference path, no augmentation)."""
         names = self.data.val_names if names is None else names
-        if not names:
-            return float("nan")
+        return self.evaluate_stats(names).pq() if names else float("nan")
+
+    def evaluate_stats(self, names: list[str] | None = None) -> PQStats:
+        """The PQ counts behind :meth:`evaluate`, for PQ per category or of the things alone."""
+        names = self.data.val_names if names is None else names
+        stats = PQStats()
+        for name in names:
+            sample = self.data.samples[name]
+            stats.add(*self.predict(name), sample.label_map, sample.categories)
+        return stats
+
+    @torch.no_grad()
+    def predict(self, name: str) -> tuple[np.ndarray, dict[int, int]]:
+        """(label map, {segment id: category id}) of a dataset image, as validation sees it."""
         model = self.model.eval()
-        inference = model.config.inference
+        ids = self.data.vocabulary.ids
+        with self._validation_geometry():
+            encoded = model.encode(self.data.samples[name].image)
+            label_map, segments = model.panoptic(encoded, model.classify(encoded, self.text), self.text.isthing)
+        return label_map.numpy(), {s.id: ids[s.category_index] for s in segments}
+
+    @contextmanager
+    def _validation_geometry(self):
+        """Test-time resize to the training size (or ``val_short_edge``), then the model's own back."""
+        inference = self.model.config.inference
         previous = (inference.short_edge, inference.max_size)
         inference.short_edge = self.config.val_short_edge or self.config.image_size
         inference.max_size = max(inference.max_size, inference.short_edge)
-        stats = PQStats()
-        ids = self.data.vocabulary.ids
         try:
-            for name in names:
-                sample = self.data.samples[name]
-                encoded = model.encode(sample.image)
-                label_map, segments = model.panoptic(encoded, model.classify(encoded, self.text), self.text.isthing)
-                predicted = {s.id: ids[s.category_index] for s in segments}
-                stats.add(label_map.numpy(), predicted, sample.label_map, sample.categories)
+            yield
         finally:
             inference.short_edge, inference.max_size = previous
-            model.mask_cache.clear()
-        return stats.pq()
+            self.model.mask_cache.clear()
 
     # -- the loop -------------------------------------------------------------------------------
     def run(

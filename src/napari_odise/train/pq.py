@@ -10,6 +10,7 @@ evaluation.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,8 +66,13 @@ class PQStats:
                 out[c] = self.iou[c] / denominator
         return out
 
-    def pq(self) -> float:
+    def pq(self, categories: Iterable[int] | None = None) -> float:
+        """Mean PQ over the categories seen, or over those of ``categories`` (e.g. the things:
+        stuff alone can carry the overall PQ)."""
         values = self.per_category()
+        if categories is not None:
+            wanted = set(categories)
+            values = {c: v for c, v in values.items() if c in wanted}
         return float(np.mean(list(values.values()))) if values else 0.0
 
 
