@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from napari_odise.weights.importing import ROLES  # load_official argument -> manifest role
+
 from . import clip_encoder
 from .build import build_odise
 from .clip_conversion import convert_clip
@@ -25,7 +27,6 @@ from .odise import ODISE
 from .sd_context import build_sd_text_encoder, empty_context
 
 log = logging.getLogger(__name__)
-ROLES = {"odise": "odise", "sd": "stable_diffusion", "clip": "clip"}
 
 
 def load_official(

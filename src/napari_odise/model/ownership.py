@@ -53,7 +53,7 @@ def fused_ownership(dense: torch.Tensor, queries: list[int], scores: torch.Tenso
     q, h, w = dense.shape
     values = dense.reshape(q, h * w).numpy()
     kept = np.asarray(queries, dtype=np.int64)
-    kept_scores = scores.float().numpy().astype(np.float32)
+    kept_scores = scores.float().numpy()
     owner = np.empty(h * w, dtype=np.int32)
     foreground = np.empty(h * w, dtype=np.bool_)
     chunks = _chunks(h * w)

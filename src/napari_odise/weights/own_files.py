@@ -14,9 +14,15 @@ from pathlib import Path
 
 from napari_odise.atomic import atomic_write_text
 
+from .importing import ROLES as MANIFEST_ROLES
 from .paths import home_dir
 
 ROLES = {"sd": "Stable Diffusion v1.x (ldm .ckpt/.safetensors or a diffusers folder)", "clip": "CLIP ViT-L-14-336"}
+
+
+def stand_in_flag(manifest_role: str) -> str | None:
+    """The ``weights use`` option for files of a manifest role ("--sd"), None for the ODISE heads."""
+    return next((f"--{role}" for role in ROLES if MANIFEST_ROLES[role] == manifest_role), None)
 
 
 def own_files_path() -> Path:

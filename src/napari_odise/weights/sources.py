@@ -16,12 +16,11 @@ import re
 from urllib.parse import urlsplit
 
 from .manifest import WeightFile
+from .own_files import stand_in_flag
 
 MIRROR_ENV = "NAPARI_ODISE_WEIGHTS_MIRROR"
 OFFLINE_ENV = "NAPARI_ODISE_OFFLINE"
 TOKEN_HOSTS: tuple[str, ...] = ("huggingface.co", "hf.co")
-# Manifest roles a user's own file can stand in for (napari_odise.weights.own_files), and the flag.
-OWN_FILE_ROLES = {"stable_diffusion": "--sd", "clip": "--clip"}
 
 
 def url_env_name(weight_file: WeightFile) -> str:
@@ -99,7 +98,7 @@ def by_hand_instructions(weight_file: WeightFile, url: str | None = None) -> str
         f"then check it with `napari-odise weights verify {weight_file.name}`.",
         f"Licence: {licence}.",
     ]
-    if weight_file.role in OWN_FILE_ROLES:
-        flag = OWN_FILE_ROLES[weight_file.role]
+    flag = stand_in_flag(weight_file.role)
+    if flag is not None:
         lines.append(f"Have it in another form (e.g. a diffusers folder)? `napari-odise weights use {flag} PATH`.")
     return "\n".join(lines)
