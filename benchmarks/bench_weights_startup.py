@@ -42,7 +42,7 @@ def main(argv=None):
 
     from napari_odise.model.build import build_odise
     from napari_odise.model.config import get_config
-    from napari_odise.model.official_loading import load_from_files
+    from napari_odise.checkpoints.official_loading import load_from_files
     from napari_odise.model.sd_context import build_sd_text_encoder
 
     config = get_config(args.variant)

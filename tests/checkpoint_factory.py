@@ -72,7 +72,7 @@ def sd_ldm_state_dict(model, text_encoder) -> "OrderedDict[str, torch.Tensor]":
 
 def odise_checkpoint(model) -> dict:
     """A detectron2-style ODISE checkpoint {"model": official keys, ...} of ``model``'s head."""
-    from napari_odise.model.key_mapping import ours_to_official
+    from napari_odise.checkpoints.key_mapping import ours_to_official
 
     variant = model.config.variant
     state = OrderedDict((ours_to_official(k, variant), v.clone()) for k, v in model.trainable_state_dict().items())

@@ -6,7 +6,7 @@ import torch
 from checkpoint_factory import reference_keys
 from napari_odise.model import clip_encoder
 from napari_odise.model.build import build_odise
-from napari_odise.model.key_mapping import official_to_ours, ours_to_official
+from napari_odise.checkpoints.key_mapping import official_to_ours, ours_to_official
 
 @pytest.mark.parametrize(
     "config, reference, trainable",

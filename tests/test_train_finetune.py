@@ -80,7 +80,7 @@ def test_resume_continues_the_same_schedule(dataset, tmp_path):
 
 def test_export_is_official_layout_and_loads_like_a_model(dataset, tmp_path):
     from napari_odise import Predictor
-    from napari_odise.model.key_mapping import ours_to_official
+    from napari_odise.checkpoints.key_mapping import ours_to_official
 
     trainer = Finetuner(config(dataset, tmp_path / "run", steps=2), model=tiny())
     path = trainer.run()

@@ -26,9 +26,9 @@ from checkpoint_factory import (
 from conftest import FAST_GEOMETRY, random_image
 from napari_odise.model.build import build_odise
 from napari_odise.model.config import get_config, official_config
-from napari_odise.model.official_loading import load_from_files, load_official
+from napari_odise.checkpoints.official_loading import load_from_files, load_official
 from napari_odise.model.sd_context import build_sd_text_encoder
-from napari_odise.model.weight_errors import WeightsMismatchError
+from napari_odise.checkpoints.weight_errors import WeightsMismatchError
 
 
 def tiny_config(name="tiny", **changes):
@@ -164,7 +164,7 @@ def test_diffusers_folder_with_old_vae_attention_names(files, source, tmp_path):
 
 def test_old_attention_names_are_renamed_only_where_the_current_name_is_missing():
     """A file with both names keeps the old key, so the strict check reports it as unexpected."""
-    from napari_odise.model.sd_conversion import rename_deprecated_attention
+    from napari_odise.checkpoints.sd_conversion import rename_deprecated_attention
 
     expected = {"mid.attentions.0.to_q.weight": (2, 2), "mid.attentions.0.to_out.0.bias": (2,)}
     old = {"mid.attentions.0.query.weight": torch.ones(2, 2), "mid.attentions.0.proj_attn.bias": torch.ones(2)}
@@ -266,7 +266,7 @@ def test_the_caption_checkpoint_does_not_fit_the_label_model(files, tmp_path):
 
 def test_full_size_sd_layout_maps_onto_the_official_model():
     """Every key of sd-v1-3.ckpt's layout (reference list) lands on the official UNet/VAE/text encoder."""
-    from napari_odise.model.sd_conversion import convert_ldm
+    from napari_odise.checkpoints.sd_conversion import convert_ldm
 
     model = build_odise("official", device="meta")
     with torch.device("meta"):
@@ -278,7 +278,7 @@ def test_full_size_sd_layout_maps_onto_the_official_model():
 
 
 def test_full_size_clip_layout_maps_onto_the_official_clip():
-    from napari_odise.model.clip_conversion import convert_clip
+    from napari_odise.checkpoints.clip_conversion import convert_clip
 
     model = build_odise("official", device="meta")
     ref = reference_keys("clip_vit_l14_336_open_clip_keys.tsv")
@@ -301,7 +301,7 @@ def test_a_finetuned_checkpoint_loads_by_path(tmp_path):
     """The fine-tuning output: a head in the official layout + the config beside it; the tiny
     base model's frozen parts are rebuilt from its seed."""
     from napari_odise import Predictor
-    from napari_odise.model.loading import finetuned_config_path
+    from napari_odise.checkpoints.loading import finetuned_config_path
 
     model = build_odise(tiny_config(init_seed=3))
     with torch.no_grad():

@@ -75,7 +75,7 @@ class Predictor:
         The official models need their weights (``napari-odise weights status`` says what is
         missing and where to put it); the tiny ones are random and need nothing.
         """
-        from napari_odise.model.loading import load_model
+        from napari_odise.checkpoints.loading import load_model
 
         model = load_model(name_or_path, **load_options)
         return cls(model, device=device, precision=precision, name=str(name_or_path))

@@ -44,7 +44,7 @@ class ModelSpec:
         try:
             config = get_config(self.name)
         except ValueError:
-            from napari_odise.model.loading import finetuned_config_path
+            from napari_odise.checkpoints.loading import finetuned_config_path
 
             config_file = finetuned_config_path(Path(self.name))
             if not config_file.is_file():

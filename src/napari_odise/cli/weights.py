@@ -225,7 +225,7 @@ def run_use(args) -> int:
 def _convert_imported() -> int:
     """Build the safetensors cache of every official model whose three files are now there (the
     user's own files count), which also checks them key by key."""
-    from napari_odise.model.official_loading import prepare_official
+    from napari_odise.checkpoints.official_loading import prepare_official
     from napari_odise.weights.importing import ROLES
 
     present = {s.name for s in weights.status() if s.present}

@@ -1,7 +1,7 @@
 """Build an ODISE model from a config: random weights (tiny model, tests) or on the meta device.
 
 Frozen parts come from their own libraries (diffusers UNet/VAE, open_clip CLIP, transformers text
-encoder); loading real weights into them is done by :mod:`napari_odise.model.loading`.
+encoder); loading real weights into them is done by :mod:`napari_odise.checkpoints.loading`.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from napari_odise.atomic import atomic_write_text, atomic_writer
-from napari_odise.model.head_loading import official_state_dict
-from napari_odise.model.loading import finetuned_config_path, load_model
+from napari_odise.checkpoints.head_loading import official_state_dict
+from napari_odise.checkpoints.loading import finetuned_config_path, load_model
 from napari_odise.model.odise import ODISE
 
 from .augment import JitterConfig
@@ -285,7 +285,7 @@ class Finetuner:
         for key in ("steps", "lr", "schedule", "warmup_steps", "dataset"):
             if saved.get(key) != _plain(getattr(self.config, key)):
                 log.warning("resuming with %s=%r (the checkpoint used %r)", key, getattr(self.config, key), saved.get(key))
-        from napari_odise.model.head_loading import load_head_into
+        from napari_odise.checkpoints.head_loading import load_head_into
 
         load_head_into(self.model, {k: v.to(self.device) for k, v in state["head"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
@@ -318,7 +318,7 @@ class Finetuner:
 
 def base_model_name(base: str) -> str:
     """The model whose frozen parts a checkpoint sits on (a fine-tuned base passes its own on)."""
-    from napari_odise.model.loading import OFFICIAL_MODELS, RANDOM_MODELS
+    from napari_odise.checkpoints.loading import OFFICIAL_MODELS, RANDOM_MODELS
 
     if base in OFFICIAL_MODELS or base in RANDOM_MODELS:
         return base

@@ -17,14 +17,14 @@ import torch
 
 from napari_odise.weights.importing import ROLES  # load_official argument -> manifest role
 
-from . import clip_encoder
-from .build import build_odise
+from napari_odise.model import clip_encoder
+from napari_odise.model.build import build_odise
 from .clip_conversion import convert_clip
-from .config import ODISEConfig, get_config
-from .diffusion_features import shared_noise
+from napari_odise.model.config import ODISEConfig, get_config
+from napari_odise.model.diffusion_features import shared_noise
 from .head_loading import convert_head, load_head_into
-from .odise import ODISE
-from .sd_context import build_sd_text_encoder, empty_context
+from napari_odise.model.odise import ODISE
+from napari_odise.model.sd_context import build_sd_text_encoder, empty_context
 
 log = logging.getLogger(__name__)
 

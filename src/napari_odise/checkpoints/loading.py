@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .build import build_odise
-from .config import ODISEConfig, get_config
-from .odise import ODISE
+from napari_odise.model.build import build_odise
+from napari_odise.model.config import ODISEConfig, get_config
+from napari_odise.model.odise import ODISE
 
 RANDOM_MODELS = ("tiny", "tiny-caption")
 OFFICIAL_MODELS = ("official", "official-caption")
