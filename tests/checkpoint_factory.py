@@ -1,7 +1,7 @@
 """Synthetic checkpoints in the official file layouts, for any model config (tiny in tests).
 
 The key names of Stable Diffusion's original (ldm) layout come from the reference list measured on
-the official code (../shared/reference/sd_v1_ldm_keys.tsv); the tiny model has the same blocks, so
+the official code (tests/data/reference/sd_v1_ldm_keys.tsv); the tiny model has the same blocks, so
 it has the same names with other shapes. The name correspondence ldm <-> diffusers is read off
 diffusers' own converter by sending it one tagged tensor per key.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 
 
 def reference_keys(name: str) -> "OrderedDict[str, tuple[int, ...]]":
