@@ -156,3 +156,55 @@ def write_diffusers_folder(folder: Path, model, text_encoder, old_vae_names: boo
         (folder / sub).mkdir(parents=True)
         save_safetensors(state, folder / sub / f"{filename}.safetensors")
     return folder
+
+
+# -- official sizes without the bytes ---------------------------------------------------------------
+_SAFETENSORS_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64"}
+
+
+def write_sparse_safetensors(shapes: dict, path, dtype: torch.dtype = torch.float32) -> Path:
+    """A valid safetensors file of official size whose data is a hole in the file system: the
+    header (names, shapes) is real, the values are zeros that take no disk space or write time.
+    For checks that read names and shapes only (``weights use``); loading it would read zeros."""
+    import json
+    import struct
+
+    header, offset = {}, 0
+    size = torch.empty(0, dtype=dtype).element_size()
+    for key, shape in shapes.items():
+        nbytes = size * int(torch.Size(shape).numel())
+        header[key] = {"dtype": _SAFETENSORS_DTYPE[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path = Path(path)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        handle.truncate(8 + len(encoded) + offset)
+    return path
+
+
+def official_sd_shapes() -> "OrderedDict[str, tuple[int, ...]]":
+    """sd-v1-3.ckpt's ``state_dict`` layout (the reference key list), as written by ldm."""
+    shapes = reference_keys("sd_v1_ldm_keys.tsv")
+    shapes["cond_stage_model.transformer.text_model.embeddings.position_ids"] = (1, 77)
+    return shapes
+
+
+def official_clip_shapes() -> "OrderedDict[str, tuple[int, ...]]":
+    """open_clip's ViT-L-14-336 state dict layout (the reference key list)."""
+    return reference_keys("clip_vit_l14_336_open_clip_keys.tsv")
+
+
+def official_size_head(meta_model, variant: str = "label") -> dict:
+    """A released-layout ``{"model": ...}`` checkpoint with ``meta_model``'s head shapes and
+    uninitialised values (torch.empty: fast to make; ~110 MB at official size)."""
+    from napari_odise.checkpoints.key_mapping import ours_to_official
+
+    state = OrderedDict(
+        (ours_to_official(k, variant), torch.empty(v.shape, dtype=v.dtype)) for k, v in meta_model.trainable_state_dict().items()
+    )
+    classes = 133 if variant == "label" else 1
+    state["criterion.empty_weight"] = torch.cat([torch.ones(classes), torch.tensor([0.1])])
+    return {"model": state, "iteration": 368750}
