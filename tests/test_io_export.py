@@ -215,10 +215,10 @@ def test_segment_ids_above_24_bits_are_refused(tmp_path):
 
 
 def test_an_image_without_segments_exports_and_reads_back(tmp_path):
-    from napari_odise.result import PanopticResult, segments_table
+    from napari_odise.result import ImageSource, PanopticResult, segments_table
 
     empty = PanopticResult(np.zeros((3, 4), np.int32), segments_table(), small_vocabulary(),
-                           info={"image_name": "blank"})
+                           source=ImageSource("blank"))
     assert export_results([], tmp_path / "none") == [] and not (tmp_path / "none").exists()
     record = export_result(empty, tmp_path / "ds")
     assert record.segments == 0 and record.instance_ids == () and record.image is None

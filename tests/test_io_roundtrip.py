@@ -25,6 +25,7 @@ from napari_odise.io import (
     read_instances,
     read_panoptic,
 )
+from napari_odise.result import ImageSource
 from napari_odise.vocabulary import Category, Vocabulary
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -79,9 +80,10 @@ def test_import_restores_the_results(tmp_path):
     assert photo.vocabulary.categories[:3] == first.vocabulary.categories
     assert set(photo.vocabulary.ids) == set(second.vocabulary.ids)
     assert photo.vocabulary.name == "street"
-    assert photo.info["image_name"] == "photo" and photo.info["image_id"] == 1
-    assert photo.info["image_path"] == str((tmp_path / "a" / "images" / "photo.jpg").resolve())
-    assert photo.info["model"] == "odise_label_coco_50e"
+    assert photo.source == ImageSource("photo", str((tmp_path / "a" / "images" / "photo.jpg").resolve()))
+    assert photo.info["image_id"] == 1 and photo.info["file_name"] == "photo.jpg"
+    assert photo.model == "odise_label_coco_50e"
+    assert not {"image_name", "image_path", "model"} & set(photo.info)  # typed fields, not info keys
     (only,) = read_panoptic(tmp_path / "a" / "annotations" / "panoptic.json", image_name="random")
     np.testing.assert_array_equal(only.label_map, second.label_map)
     with pytest.raises(DatasetError, match="no image named 'nope'.*photo, random"):
@@ -98,6 +100,7 @@ def test_read_instances_gives_the_thing_segments(tmp_path):
     )
     assert photo.info["overlap_pixels"] == 0 and photo.info["hidden_annotations"] == []
     assert photo.info["annotation_ids"] == {1: 1, 2: 2, 4: 3}
+    assert photo.source == ImageSource("photo", str((tmp_path / "a" / "images" / "photo.jpg").resolve()))
 
 
 def test_read_instances_resolves_overlaps_smaller_on_top(tmp_path):
@@ -220,7 +223,7 @@ def test_a_coco_layout_dataset_is_found_and_converted(tmp_path):
     }
     write_json(tmp_path / "annotations" / "panoptic_val.json", data)
     (result,) = read_panoptic(tmp_path / "annotations" / "panoptic_val.json")
-    assert result.info["image_path"] == str((tmp_path / "val" / "000139.jpg").resolve())
+    assert result.source == ImageSource("000139", str((tmp_path / "val" / "000139.jpg").resolve()))
     assert result.info["iscrowd"] == [1]
     assert result.segments["source"].tolist() == ["model"] * 4
     assert result.segments["score"].isna().all()

@@ -64,9 +64,9 @@ def _layers(results, kind: str) -> list[tuple]:
 
     layers = []
     for result in results:
-        name = result.info["image_name"]
-        if result.info.get("image_path"):
-            pixels = read_image(result.info["image_path"])
+        name = result.source.name
+        if result.source.path:
+            pixels = read_image(result.source.path)
             # Say it: napari's guess fails for small images.
             rgb = pixels.ndim == 3 and pixels.shape[-1] in (3, 4)
             layers.append((pixels, {"name": name, "rgb": rgb}, "image"))

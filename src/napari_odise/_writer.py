@@ -2,7 +2,7 @@
 a napari-odise dataset folder, the path given being the folder.
 
 Saving replaces images of the same name already in the dataset (``overwrite=True``): that is
-what saving corrections means. The image file comes from the layer's ``info["image_path"]``, else
+what saving corrections means. The image file comes from the layer's ``result.source.path``, else
 from a selected Image layer of the same name as the image (or the only one), else the dataset
 gets the annotations without an image file. Unassigned painted segments are refused with their
 ids, so nothing a person painted is dropped silently.
@@ -38,9 +38,9 @@ def _write_dataset(path: str, layer_data: list[tuple]) -> list[str]:
     results, sources, names = [], [], []
     for data, meta in labels:
         result = result_from_labels(data, meta.get("features"), meta.get("metadata"))
-        name = result.info.get("image_name") or meta.get("name")
+        name = result.source.name or meta.get("name")
         image = None
-        known = result.info.get("image_path")
+        known = result.source.path
         if not (known and Path(known).is_file()):
             image = images.get(name)
             if image is None and len(images) == 1 and len(labels) == 1:

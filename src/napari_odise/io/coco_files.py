@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from napari_odise.io.errors import DatasetError
+from napari_odise.result import ImageSource
 
 
 def select_images(images: list[dict], image_name: str | None, json_path: Path) -> list[dict]:
@@ -70,13 +71,17 @@ def vocabulary_name(data: dict, json_path: Path) -> str:
     return json_path.stem
 
 
-def image_info(image: dict, json_path: Path, folders: list[Path], kind: str) -> dict:
-    """The ``info`` keys every reader fills for one image entry."""
+def image_info(image: dict, json_path: Path, kind: str) -> dict:
+    """The ``info`` keys every reader fills for one image entry: where it came from in the file."""
     return {
         "format": kind,
         "annotations": str(json_path.resolve()),
-        "image_name": Path(image["file_name"]).stem,
         "image_id": int(image["id"]),
         "file_name": image["file_name"],
-        "image_path": resolved_or_none(find_file(image["file_name"], folders)),
     }
+
+
+def image_source(image: dict, folders: list[Path]) -> ImageSource:
+    """An image entry's name (its file stem) and file (None when not found in ``folders``)."""
+    file_name = image["file_name"]
+    return ImageSource(Path(file_name).stem, resolved_or_none(find_file(file_name, folders)))

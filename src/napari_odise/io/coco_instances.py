@@ -26,11 +26,17 @@ from pycocotools import mask as mask_utils
 
 from napari_odise.io.boxes import bounding_boxes
 from napari_odise.io.categories import vocabulary_from_coco
-from napari_odise.io.coco_files import image_dirs, image_info, select_images, vocabulary_name
+from napari_odise.io.coco_files import (
+    image_dirs,
+    image_info,
+    image_source,
+    select_images,
+    vocabulary_name,
+)
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.panoptic_png import MAX_SEGMENT_ID
 from napari_odise.io.stable_json import read_json
-from napari_odise.result import SOURCES, UNASSIGNED, PanopticResult, segments_table
+from napari_odise.result import SOURCES, UNASSIGNED, ImageSource, PanopticResult, segments_table
 
 
 def instance_annotations(
@@ -84,7 +90,7 @@ def read_instances(
 ) -> list[PanopticResult]:
     """The images of a COCO instances JSON as results (see the module notes on overlaps).
 
-    ``info`` as for :func:`~napari_odise.io.read_panoptic` (``format`` = ``"coco_instances"``)
+    ``source`` and ``info`` as for :func:`~napari_odise.io.read_panoptic` (``format`` = ``"coco_instances"``)
     plus ``annotation_ids`` (segment id -> annotation id), ``overlap_pixels`` and
     ``hidden_annotations``. Categories without ``isthing`` count as things.
     """
@@ -104,14 +110,16 @@ def read_instances(
     folders = image_dirs(json_path, image_dir)
     results = []
     for image in select_images(data["images"], image_name, json_path):
-        info = image_info(image, json_path, folders, "coco_instances")
+        info = image_info(image, json_path, "coco_instances")
         info["supercategories"] = dict(supercategories)
         annotations = by_image.get(int(image["id"]), [])
-        results.append(_result(image, annotations, vocabulary, info))
+        results.append(_result(image, annotations, vocabulary, info, image_source(image, folders)))
     return results
 
 
-def _result(image: dict, annotations: list[dict], vocabulary, info: dict) -> PanopticResult:
+def _result(
+    image: dict, annotations: list[dict], vocabulary, info: dict, source: ImageSource
+) -> PanopticResult:
     where = f"{info['annotations']}, image {image['file_name']!r}"
     height, width = int(image["height"]), int(image["width"])
     rles = [_rle(a["segmentation"], height, width, where) for a in annotations]
@@ -137,13 +145,13 @@ def _result(image: dict, annotations: list[dict], vocabulary, info: dict) -> Pan
                 f"{where}: annotation {annotation.get('id')} has category_id {category_id}, "
                 f"which is not in categories"
             ) from None
-        source = annotation.get("source", "model")
-        if source not in SOURCES:
-            raise DatasetError(f"{where}: annotation {annotation.get('id')} has source {source!r}")
+        made_by = annotation.get("source", "model")
+        if made_by not in SOURCES:
+            raise DatasetError(f"{where}: annotation {annotation.get('id')} has source {made_by!r}")
         score = annotation.get("score")
         rows.append(
             (segment_id, category.id, category.name, category.isthing,
-             np.nan if score is None else float(score), int(pixel_counts[segment_id]), source)
+             np.nan if score is None else float(score), int(pixel_counts[segment_id]), made_by)
         )
         annotation_ids[segment_id] = annotation.get("id")
         if annotation.get("iscrowd", 0):
@@ -157,7 +165,7 @@ def _result(image: dict, annotations: list[dict], vocabulary, info: dict) -> Pan
     if crowd:
         info["iscrowd"] = sorted(crowd)
     table = segments_table(*zip(*rows)) if rows else segments_table()
-    return PanopticResult(label_map, table, vocabulary, info=info)
+    return PanopticResult(label_map, table, vocabulary, info=info, source=source)
 
 
 def _segment_ids(annotations: list[dict]) -> list[int]:

@@ -28,6 +28,7 @@ from napari_odise.io.coco_files import (
     find_file,
     image_dirs,
     image_info,
+    image_source,
     png_dirs,
     select_images,
     vocabulary_name,
@@ -36,7 +37,7 @@ from napari_odise.io.errors import DatasetError
 from napari_odise.io.manifest import provenance_by_name
 from napari_odise.io.panoptic_png import read_panoptic_png
 from napari_odise.io.stable_json import read_json
-from napari_odise.result import SOURCES, UNASSIGNED, PanopticResult, segments_table
+from napari_odise.result import SOURCES, UNASSIGNED, ImageSource, PanopticResult, segments_table
 from napari_odise.vocabulary import Vocabulary
 
 
@@ -96,10 +97,12 @@ def read_panoptic(
     """The images of a COCO panoptic JSON as results, in the file's ``images`` order.
 
     Each result's vocabulary is built from ``categories`` (our extra ``synonyms`` key restored),
-    ``source`` and ``score`` come back when present (else ``"model"`` and NaN), and ``info``
-    names the files: ``image_name``, ``image_id``, ``file_name``, ``image_path`` (None when the
-    image is not found), ``panoptic_png``, ``annotations``, ``supercategories``; ``iscrowd`` when
-    the file marks crowd segments; ``provenance``/``model`` when it lies in a napari-odise dataset.
+    ``source`` and ``score`` come back when present (else ``"model"`` and NaN). ``result.source``
+    is the image: its name (file stem) and file (``path`` None when the image is not found);
+    ``result.model`` the model a napari-odise dataset records. ``info`` holds what the file
+    brings besides: ``image_id``, ``file_name``, ``panoptic_png``, ``annotations``,
+    ``supercategories``; ``iscrowd`` when the file marks crowd segments; ``provenance`` when it
+    lies in a napari-odise dataset.
 
     PNGs are looked up in ``png_dir``, else ``../panoptic/`` (our layout), ``<json stem>/`` beside
     the JSON (COCO's layout), or the JSON's folder; images in ``image_dir``, else ``../images/``,
@@ -163,16 +166,18 @@ class PanopticReader:
                 + ", ".join(str(d) for d in self._png_dirs)
                 + " (pass png_dir)"
             )
-        info = image_info(image, self.json_path, self._image_dirs, "coco_panoptic")
+        info = image_info(image, self.json_path, "coco_panoptic")
         info["panoptic_png"] = str(png.resolve())
         info["supercategories"] = dict(self.supercategories)
-        record = self._provenance.get(info["image_name"])
+        source = image_source(image, self._image_dirs)
+        record = self._provenance.get(source.name)
+        model = None
         if record is not None:
             info["provenance"] = dict(record)
-            if record.get("model") is not None:
-                info["model"] = record["model"]
+            model = None if record.get("model") is None else str(record["model"])
         return result_from_segments_info(
-            read_panoptic_png(png), annotation["segments_info"], self.vocabulary, info, image
+            read_panoptic_png(png), annotation["segments_info"], self.vocabulary, info, image,
+            source=source, model=model,
         )
 
 
@@ -182,6 +187,9 @@ def result_from_segments_info(
     vocabulary: Vocabulary,
     info: dict,
     image: dict | None = None,
+    *,
+    source: ImageSource = ImageSource(),
+    model: str | None = None,
 ) -> PanopticResult:
     """A result from a PNG's ids and its ``segments_info`` (areas recounted from the map)."""
     where = info.get("panoptic_png", "panoptic PNG")
@@ -215,16 +223,16 @@ def result_from_segments_info(
                 f"{where}: segment {segment_id} has category_id {category_id}, which is not in "
                 f"categories"
             ) from None
-        source = entry.get("source", "model")
-        if source not in SOURCES:
+        made_by = entry.get("source", "model")
+        if made_by not in SOURCES:
             raise DatasetError(
-                f"{where}: segment {segment_id} has source {source!r}; expected one of {SOURCES}"
+                f"{where}: segment {segment_id} has source {made_by!r}; expected one of {SOURCES}"
             )
         score = entry.get("score")
         rows.append(
             (
                 segment_id, category.id, category.name, category.isthing,
-                np.nan if score is None else float(score), int(areas[segment_id]), source,
+                np.nan if score is None else float(score), int(areas[segment_id]), made_by,
             )
         )
         if entry.get("iscrowd", 0):
@@ -235,7 +243,7 @@ def result_from_segments_info(
     if empty:
         info["empty_segments"] = sorted(empty)
     table = segments_table(*zip(*rows)) if rows else segments_table()
-    result = PanopticResult(label_map, table, vocabulary, info=info)
+    result = PanopticResult(label_map, table, vocabulary, info=info, source=source, model=model)
     try:
         result.validate()
     except ValueError as error:

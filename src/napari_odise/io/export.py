@@ -44,7 +44,7 @@ from napari_odise.io.semantic import (
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary
 
-ImageSource = str | os.PathLike | np.ndarray | None
+ImageInput = str | os.PathLike | np.ndarray | None  # a file to copy, pixels, or none
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class ExportItem:
     """One image to write: a result, its image, its name and what to write for it."""
 
     result: PanopticResult
-    image: ImageSource
+    image: ImageInput
     name: str
     instances: bool
     semantic: bool
@@ -87,7 +87,7 @@ class _Plan:
 def export_result(
     result: PanopticResult,
     dataset_dir: str | os.PathLike,
-    image: ImageSource = None,
+    image: ImageInput = None,
     image_name: str | None = None,
     *,
     instances: bool = True,
@@ -97,9 +97,10 @@ def export_result(
 ) -> ExportRecord:
     """Add one result (and its image) to the dataset at ``dataset_dir``, creating it if needed.
 
-    ``image``: a path (copied as is), an array (written as PNG), or None: then the file named by
-    ``result.info["image_path"]`` if there is one (results read from a dataset have it), else
-    no image file. ``image_name`` defaults to the image file's stem, then ``info["image_name"]``.
+    ``image``: a path (copied as is), an array (written as PNG), or None: then the result's own
+    image file, ``result.source.path``, if there is one (results read from a dataset have it),
+    else no image file. ``image_name`` defaults to the image file's stem, then
+    ``result.source.name``, then the stem of ``result.source.path``.
     """
     return export_results(
         [result], dataset_dir, [image], [image_name], instances=instances, semantic=semantic,
@@ -110,7 +111,7 @@ def export_result(
 def export_results(
     results: Iterable[PanopticResult],
     dataset_dir: str | os.PathLike,
-    images: Sequence[ImageSource] | None = None,
+    images: Sequence[ImageInput] | None = None,
     image_names: Sequence[str | None] | None = None,
     *,
     instances: bool = True,
@@ -145,7 +146,7 @@ def _make_item(result, image, image_name, instances, semantic, skip_unassigned) 
         raise TypeError(f"expected a PanopticResult, got {type(result).__name__}")
     given_path = image is not None and not isinstance(image, np.ndarray)
     if image is None:
-        found = result.info.get("image_path")
+        found = result.source.path
         image = found if found and Path(found).is_file() else None
     name = check_image_name(image_name or _default_name(image, result))
     skipped = tuple(unassigned_ids(result)) if skip_unassigned else ()
@@ -156,25 +157,26 @@ def _make_item(result, image, image_name, instances, semantic, skip_unassigned) 
 def _default_name(image, result: PanopticResult) -> str:
     if image is not None and not isinstance(image, np.ndarray):
         return Path(image).stem
-    if result.info.get("image_name"):
-        return str(result.info["image_name"])
-    if result.info.get("image_path"):
-        return Path(result.info["image_path"]).stem
+    if result.source.name:
+        return result.source.name
+    if result.source.path:
+        return Path(result.source.path).stem
     raise DatasetError("the result does not say which image it belongs to: pass image_name")
 
 
 def _provenance(result: PanopticResult, image_path) -> dict:
     """Where the annotations came from. Results read from a dataset carry its provenance
-    (the dataset's own image copy is not the source); otherwise the image path given, else
-    what ``info`` knows."""
+    (the dataset's own image copy is not the source); otherwise the image path given, else the
+    batch runner's ``info["source_image"]`` (a file and page), else ``result.source.path``; the
+    model is ``result.model`` (``info["model"]`` where a caller still puts it there)."""
     info = result.info
     if isinstance(info.get("provenance"), dict):
         source = info["provenance"].get("source_image")
         model = info["provenance"].get("model")
     else:
         source = str(Path(image_path).resolve()) if image_path is not None else None
-        source = source or info.get("source_image") or info.get("image_path")
-        model = info.get("model")
+        source = source or info.get("source_image") or result.source.path
+        model = result.model or info.get("model")
     return {"source_image": None if source is None else str(source),
             "model": None if model is None else str(model)}
 

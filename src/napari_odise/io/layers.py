@@ -2,8 +2,10 @@
 
 A Labels layer carries a result as: ``data`` = the label map, ``features`` = ``result.features()``
 (an ``index`` column of segment ids; napari shows the hovered row), and
-``metadata["odise"] = {"vocabulary": <Vocabulary JSON text>, "info": <result.info>}``. These
-keys are shared by the reader, the writer and the widgets.
+``metadata["odise"] = {"vocabulary": <Vocabulary JSON text>, "info": {...}}``, ``info`` being
+``result.info`` plus the typed fields under the keys ``image_name``, ``image_path``
+(``result.source``) and ``model`` (``result.model``). These keys are shared by the reader, the
+writer and the widgets.
 
 Turning a layer back into a result trusts the features table for category, score and source,
 and the label map for everything else: a segment whose pixel count no longer equals the
@@ -19,14 +21,25 @@ import numpy as np
 import pandas as pd
 
 from napari_odise.io.errors import DatasetError
-from napari_odise.result import SOURCES, UNASSIGNED, PanopticResult, category_fields, segments_table
+from napari_odise.result import (
+    SOURCES,
+    UNASSIGNED,
+    ImageSource,
+    PanopticResult,
+    category_fields,
+    segments_table,
+)
 from napari_odise.vocabulary import Vocabulary, VocabularyError
 
 METADATA_KEY = "odise"
+NAME_KEY, PATH_KEY, MODEL_KEY = "image_name", "image_path", "model"
 
 
 def layer_metadata(result: PanopticResult) -> dict:
-    return {METADATA_KEY: {"vocabulary": result.vocabulary.to_json(), "info": dict(result.info)}}
+    info = dict(result.info)
+    typed = ((NAME_KEY, result.source.name), (PATH_KEY, result.source.path), (MODEL_KEY, result.model))
+    info.update((key, value) for key, value in typed if value is not None)
+    return {METADATA_KEY: {"vocabulary": result.vocabulary.to_json(), "info": info}}
 
 
 def labels_layer_data(result: PanopticResult, name: str) -> tuple:
@@ -83,7 +96,9 @@ def result_from_labels(data, features, metadata: Mapping | None) -> PanopticResu
                      int(areas[segment_id]), source))
     segments = segments_table(*zip(*rows)) if rows else segments_table()
     info = dict(((metadata or {}).get(METADATA_KEY) or {}).get("info") or {})
-    return PanopticResult(label_map, segments, vocabulary, info=info)
+    source = ImageSource(info.pop(NAME_KEY, None), info.pop(PATH_KEY, None))
+    model = info.pop(MODEL_KEY, None)
+    return PanopticResult(label_map, segments, vocabulary, info=info, source=source, model=model)
 
 
 def _features_by_id(features) -> dict[int, dict]:
