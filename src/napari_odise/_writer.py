@@ -1,11 +1,15 @@
 """napari writer: Labels layers made by napari-odise (vocabulary in ``metadata["odise"]``) ->
 a napari-odise dataset folder, the path given being the folder.
 
-Saving replaces images of the same name already in the dataset (``overwrite=True``): that is
-what saving corrections means. The image file comes from the layer's ``result.source.path``, else
-from a selected Image layer of the same name as the image (or the only one), else the dataset
-gets the annotations without an image file. Unassigned painted segments are refused with their
-ids, so nothing a person painted is dropped silently.
+Layers are read by :func:`napari_odise.io.layers.results_from_labels`, as the Export widget
+reads them: a 2-D layer is one dataset image named like its image (``source.name``: the
+metadata's ``image_name``/``image``, else the layer's name); a stack is one image per plane that
+has segments, named ``<name>-<plane>``. Saving replaces images of the same name already in the
+dataset (``overwrite=True``): that is what saving corrections means. The image file is the
+layer's own (``source.path``, 2-D layers only), else the pixels of a selected Image layer named
+like the image (or the only one; a stack gives its planes), else the dataset gets the
+annotations without an image file. Unassigned painted segments are refused with their ids, so
+nothing a person painted is dropped silently.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import numpy as np
 
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.export import export_results
-from napari_odise.io.layers import result_from_labels
+from napari_odise.io.layers import layer_source, results_from_labels
 from napari_odise.io.layout import DatasetLayout
+from napari_odise.io.planes import plane_name
 
 
 class SaveError(RuntimeError):
@@ -37,16 +42,20 @@ def _write_dataset(path: str, layer_data: list[tuple]) -> list[str]:
     labels = [(data, meta) for data, meta, kind in layer_data if kind == "labels"]
     results, sources, names = [], [], []
     for data, meta in labels:
-        result = result_from_labels(data, meta.get("features"), meta.get("metadata"))
-        name = result.source.name or meta.get("name")
-        image = None
-        known = result.source.path
-        if not (known and Path(known).is_file()):
-            image = images.get(name)
-            if image is None and len(images) == 1 and len(labels) == 1:
-                image = next(iter(images.values()))
-        results.append(result)
-        sources.append(None if image is None else np.asarray(image))
-        names.append(name)
+        planes = results_from_labels(data, meta.get("features"), meta.get("metadata"))
+        if not planes:
+            raise DatasetError(f"'{meta.get('name')}' has no segments in any plane")
+        name = layer_source(meta.get("metadata")).name or meta.get("name")
+        image = images.get(name)
+        if image is None and len(images) == 1 and len(labels) == 1:
+            image = next(iter(images.values()))
+        for key, result in planes.items():
+            known = result.source.path
+            pixels = None
+            if image is not None and not (known and Path(known).is_file()):
+                pixels = np.asarray(image[key] if key else image)
+            results.append(result)
+            sources.append(pixels)
+            names.append(None if name is None else plane_name(name, key))
     export_results(results, path, images=sources, image_names=names, overwrite=True)
     return [str(DatasetLayout(path).root)]

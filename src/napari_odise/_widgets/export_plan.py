@@ -2,8 +2,9 @@
 
 A 2-D layer is one dataset image; a stack gives one image per plane that has segments (named
 ``<name>-<plane index>``), since a plane nobody segmented is no annotation of "nothing here".
-Results come from the layer's :class:`~.layer_state.SegmentationLayer` (what the Refine widget
-edits: categories, scores, edited/model per segment). Unassigned segments and name clashes are
+The results are the layer as File > Save reads it (:func:`napari_odise.io.layers.results_from_labels`
+over the synced :class:`~.layer_state.SegmentationLayer`, what the Refine widget edits), so the
+two give the same per-plane results. Unassigned segments and name clashes are
 checked here too, before :func:`napari_odise.io.export_results` would refuse them, so the message
 names the checkbox to tick rather than a keyword argument.
 """
@@ -14,15 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from napari_odise.io import Dataset, ExportRecord, export_results, open_dataset
 from napari_odise.io.coco_panoptic import unassigned_ids
 from napari_odise.io.layout import DatasetLayout
+from napari_odise.io.planes import plane_name
 from napari_odise.result import PanopticResult
 
 from .layer_state import SegmentationLayer
-from .planes import PlaneKey, all_planes, image_plane, labels_shape
+from .planes import PlaneKey, image_plane, labels_shape
 
 # Image files copied as they are (the training loader reads them); other pixels become PNGs.
 COPIED_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -58,17 +58,14 @@ def plan_export(state: SegmentationLayer, image_layer, name: str) -> ExportPlan:
             f"'{image_layer.name}' is {labels_shape(image_layer)} but the labels {tuple(data.shape)}: "
             f"choose the image they segment, or (none)"
         )
-    if data.ndim == 2:
-        keys: list[PlaneKey] = [()]
-    else:
-        keys = [key for key in all_planes(data.shape) if np.any(state.plane(key))]
-        if not keys:
-            raise ExportProblem(f"'{state.layer.name}' has no segments in any plane")
+    results = state.results()
+    if not results:
+        raise ExportProblem(f"'{state.layer.name}' has no segments in any plane")
     plan = ExportPlan([], [], [])
-    for key in keys:
-        plan.results.append(state.result(key))
+    for key, result in results.items():
+        plan.results.append(result)
         plan.images.append(None if image_layer is None else image_source(image_layer, key))
-        plan.names.append(name if not key else f"{name}-{'-'.join(str(i) for i in key)}")
+        plan.names.append(plane_name(name, key))
     return plan
 
 

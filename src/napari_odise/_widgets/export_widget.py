@@ -27,12 +27,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_odise.io import DatasetError, open_dataset
+from napari_odise.io.layers import layer_source
 
 from .dataset_review import describe, review_layers
 from .export_plan import ExportOptions, export_work, plan_export
 from .folder_field import FolderField
 from .gl_compat import guard_triton
-from .layer_state import METADATA_KEY
 from .overlays import DERIVED_KEY
 from .planes import labels_shape
 from .session import Session
@@ -155,9 +155,9 @@ class ExportWidget(QWidget):
             return
         image = self._image_of(layer)
         self.image_combo.setCurrentText(image.name if image is not None else NO_IMAGE)
-        info = layer.metadata.get(METADATA_KEY, {}).get("info", {})
+        source = layer_source(layer.metadata)
         fallback = layer.name.removesuffix(" panoptic")
-        self.name_edit.setText(image.name if image is not None else str(info.get("image_name") or fallback))
+        self.name_edit.setText(image.name if image is not None else source.name or fallback)
 
     def _image_of(self, layer) -> Image | None:
         """The labels' image: the one they were segmented from, else none when the labels came
@@ -166,11 +166,11 @@ class ExportWidget(QWidget):
         state = self.session.states.get(id(layer))
         if state is not None and state.image_layer in self.viewer.layers:
             return state.image_layer
-        info = layer.metadata.get(METADATA_KEY, {}).get("info", {})
-        if info.get("image_path") and Path(info["image_path"]).is_file():
+        source = layer_source(layer.metadata)
+        if source.path and Path(source.path).is_file():
             return None
         images = [item for item in self.viewer.layers if isinstance(item, Image)]
-        names = (info.get("image"), info.get("image_name"), layer.name.removesuffix(" panoptic"))
+        names = (source.name, layer.name.removesuffix(" panoptic"))
         named = [image for image in images if image.name in names]
         shaped = [image for image in images if labels_shape(image) == tuple(layer.data.shape)]
         return (named or shaped or [None])[0]

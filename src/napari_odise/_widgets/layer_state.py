@@ -1,10 +1,12 @@
 """A napari Labels layer kept as a panoptic segmentation: table, colours and metadata follow pixels.
 
 Pixels are the truth and the table is derived from them. Every id ever seen in the layer has a
-remembered row (category id, score, origin); the table lists the ids present, with their pixel
-counts, category names from the layer's vocabulary (a category it no longer has shows as
-"unassigned") and a source: "model" for a segment exactly as the model made it (model origin, same
-area), otherwise "edited".
+remembered row (category id, score, source, the area a model result gave it); the table lists the
+ids present, with their pixel counts, category names from the layer's vocabulary (a category it no
+longer has shows as "unassigned") and a source: "model" for a segment exactly as the model made it
+(a model row, same area), otherwise "edited". These are the rules of the one layer <-> result
+adapter, :mod:`napari_odise.io.layers`, whose functions derive the table, split it per plane and
+read layers the plugin did not make, so what File > Save writes equals what this layer holds.
 
 A remembered row never changes its category (only a model score is refreshed when a new result
 leaves a segment's pixels and category as they were). An edit that changes a segment's category
@@ -19,59 +21,34 @@ before writing the pixels when an edit is not grouped into a stroke, e.g. the po
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from psygnal import Signal
 
-from napari_odise.result import (
-    SOURCES,
-    UNASSIGNED,
-    UNASSIGNED_NAME,
-    PanopticResult,
-    features_table,
-    segments_table,
+from napari_odise.io.layers import (
+    METADATA_KEY,
+    SegmentRow,
+    count_ids,
+    layer_metadata,
+    layer_rows,
+    layer_table,
+    plane_result,
+    plane_table,
+    results_from_labels,
+    segment_colors,
+    split_info,
+    vocabulary_from_metadata,
 )
+from napari_odise.result import PanopticResult, features_table, segments_table
 from napari_odise.vocabulary import Vocabulary
 
 from .planes import PlaneKey
 from .relabel import place_result
 
-METADATA_KEY = "odise"
-
-
-@dataclass
-class Row:
-    """What the layer remembers about one id."""
-
-    category_id: int = UNASSIGNED
-    score: float = math.nan
-    origin: str = "edited"  # "model": placed by a model result
-    model_area: int = 0  # pixels the model result gave it
-
-
-def count_ids(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(ids > 0 present, their pixel counts, unlabeled pixel count) of a label array."""
-    flat = np.asarray(data).ravel()
-    largest = int(flat.max(initial=0))
-    if largest <= 4 * flat.size + 1024:
-        counts = np.bincount(flat, minlength=1)
-        ids = np.flatnonzero(counts)
-        ids = ids[ids > 0]
-        return ids, counts[ids], int(counts[0])
-    ids, counts = np.unique(flat, return_counts=True)  # a few huge ids: no giant bincount
-    zero = int(counts[0]) if ids.size and ids[0] == 0 else 0
-    return ids[ids > 0], counts[ids > 0], zero
-
-
-def segment_colors(table: pd.DataFrame, vocabulary: Vocabulary) -> dict:
-    """Colours by category (instances shaded apart), by the core's rule in PanopticResult.colors;
-    that rule reads only the table and the vocabulary, so no label map is needed."""
-    return PanopticResult(np.zeros((0, 0), np.int32), table, vocabulary).colors()
+Row = SegmentRow  # what the layer remembers about one id (``area``: the pixels a model result gave it)
 
 
 def rows_from_result(result: PanopticResult, ids: Mapping[int, int], label_map: np.ndarray) -> dict[int, Row]:
@@ -128,31 +105,17 @@ class SegmentationLayer:
     # --- adopting layers the plugin did not make -----------------------------------------------
     @classmethod
     def adopt(cls, layer, fallback_vocabulary: Vocabulary) -> SegmentationLayer:
-        """Take over any Labels layer: rows from its features table (``index``, ``category_id``,
-        ``score``, ``source`` columns) and vocabulary from its metadata when present, else the
-        given vocabulary and unassigned segments."""
-        meta = layer.metadata.get(METADATA_KEY, {}) if isinstance(layer.metadata, Mapping) else {}
-        vocabulary = fallback_vocabulary
-        if meta.get("vocabulary") is not None:
-            stored = meta["vocabulary"]
-            vocabulary = Vocabulary.from_json(stored if isinstance(stored, str) else json.dumps(stored))
+        """Take over any Labels layer, reading it by the io adapter's rules
+        (:mod:`napari_odise.io.layers`): rows from its features table, vocabulary from its metadata,
+        else the given one; ids the table does not know are unassigned."""
+        vocabulary = vocabulary_from_metadata(layer.metadata, fallback_vocabulary)
         if not isinstance(layer.data, np.ndarray) or layer.data.dtype != np.int32:
             layer.data = np.asarray(layer.data).astype(np.int32)  # fresh ids must fit; numpy for edits
-        rows = {}
-        features = layer.features
-        if "index" in features and "category_id" in features:
-            scores = features["score"] if "score" in features else [math.nan] * len(features)
-            sources = features["source"] if "source" in features else ["edited"] * len(features)
-            areas = features["area"] if "area" in features else [0] * len(features)
-            for index, category_id, score, source, area in zip(
-                features["index"], features["category_id"], scores, sources, areas
-            ):
-                if int(index) > 0:
-                    origin = source if source in SOURCES else "edited"
-                    rows[int(index)] = Row(
-                        int(category_id), float(score), origin, int(area) if origin == "model" else 0
-                    )
-        return cls(layer, vocabulary, rows, info=meta.get("info"))
+        ids, areas, _ = count_ids(layer.data)
+        rows = layer_rows(layer.features, vocabulary, dict(zip(ids.tolist(), areas.tolist())))
+        odise = layer.metadata.get(METADATA_KEY) if isinstance(layer.metadata, Mapping) else None
+        info = odise.get("info") if isinstance(odise, Mapping) else None
+        return cls(layer, vocabulary, rows, info=info if isinstance(info, Mapping) else None)
 
     # --- planes --------------------------------------------------------------------------------
     def plane(self, key: PlaneKey) -> np.ndarray:
@@ -161,25 +124,26 @@ class SegmentationLayer:
 
     def plane_table(self, key: PlaneKey) -> pd.DataFrame:
         """The table of the segments in one plane, with their areas in that plane."""
-        ids, areas, _ = count_ids(self.plane(key))
-        rows = self.table.set_index("id").loc[ids]
-        return segments_table(
-            ids, rows["category_id"], rows["category"], rows["isthing"], rows["score"], areas, rows["source"]
-        )
+        return plane_table(self.plane(key), self.table)
 
     def result(self, key: PlaneKey = ()) -> PanopticResult:
-        """One plane as a validated PanopticResult (with the model tensors when the plane has them)."""
+        """One plane as a validated PanopticResult (with the model tensors and settings when the
+        plane has them), split from the layer as :func:`~napari_odise.io.layers.plane_result` splits."""
         self.sync()
-        model = self.model_results.get(key)
-        result = PanopticResult(
-            self.plane(key).copy(),
-            self.plane_table(key),
-            self.vocabulary,
-            encoded=model.encoded if model is not None else None,
-            info=dict(self.info),
+        made = self.model_results.get(key)
+        info, source, model = split_info(self.info)
+        return plane_result(
+            self.layer.data, key, self.table, self.vocabulary, info=info, source=source,
+            model=made.model if made is not None and made.model is not None else model,
+            encoded=made.encoded if made is not None else None,
+            settings=made.settings if made is not None else None,
         )
-        result.validate()
-        return result
+
+    def results(self) -> dict[PlaneKey, PanopticResult]:
+        """The layer as File > Save reads it (:func:`~napari_odise.io.layers.results_from_labels`
+        on its synced features and metadata): one result per segmented plane."""
+        self.sync()
+        return results_from_labels(self.layer.data, self.layer.features, self.layer.metadata)
 
     # --- ids -----------------------------------------------------------------------------------
     def allocate(self) -> int:
@@ -205,7 +169,7 @@ class SegmentationLayer:
             self.pending -= self._present
             if ids.size:
                 self._next_id = max(self._next_id, int(ids[-1]) + 1)
-            table = self._derive(ids, areas)
+            table = layer_table(ids, areas, self.rows, self.vocabulary)
             if table.equals(self.table) and unlabeled == self._unlabeled:
                 self._update_colors()
                 return False
@@ -216,19 +180,6 @@ class SegmentationLayer:
             self._syncing = False
         self.table_changed.emit()
         return True
-
-    def _derive(self, ids: np.ndarray, areas: np.ndarray) -> pd.DataFrame:
-        known = {c.id: c for c in self.vocabulary}
-        category_ids, names, isthing, scores, sources = [], [], [], [], []
-        for segment_id, area in zip(ids.tolist(), areas.tolist()):
-            row = self.rows[segment_id]
-            category = known.get(row.category_id)
-            category_ids.append(category.id if category else UNASSIGNED)
-            names.append(category.name if category else UNASSIGNED_NAME)
-            isthing.append(category.isthing if category else False)
-            scores.append(row.score)
-            sources.append("model" if row.origin == "model" and area == row.model_area else "edited")
-        return segments_table(ids, category_ids, names, isthing, scores, areas, sources)
 
     def _update_colors(self) -> None:
         colors = segment_colors(self.table, self.vocabulary)
@@ -329,7 +280,7 @@ class SegmentationLayer:
                 result, {r: i for r, (i, _) in placement.ids.items()}, placement.label_map
             )
             for layer_id, row in new_rows.items():
-                if layer_id in self.rows and self.rows[layer_id].origin == "model":
+                if layer_id in self.rows and self.rows[layer_id].source == "model":
                     self.rows[layer_id].score = row.score  # same pixels, same category: refresh score
                 else:
                     self.rows[layer_id] = row
@@ -351,9 +302,7 @@ class SegmentationLayer:
     def write_metadata(self) -> None:
         """``metadata["odise"] = {"vocabulary": <Vocabulary JSON text>, "info": {...}}``, the keys
         napari_odise.io (reader, writer, export) uses too."""
-        metadata = dict(self.layer.metadata)
-        metadata[METADATA_KEY] = {"vocabulary": self.vocabulary.to_json(), "info": dict(self.info)}
-        self.layer.metadata = metadata
+        self.layer.metadata = {**self.layer.metadata, **layer_metadata(self.vocabulary, self.info)}
 
     def close(self) -> None:
         """Stop following the layer (it was removed)."""

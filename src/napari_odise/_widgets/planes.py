@@ -8,26 +8,17 @@ other.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
-PlaneKey = tuple[int, ...]
+from napari_odise.io.planes import PlaneKey, all_planes, plane_axes
+
+__all__ = ["PlaneKey", "all_planes", "current_plane", "describe", "image_plane", "labels_shape", "plane_axes"]
 
 
 def labels_shape(image_layer) -> tuple[int, ...]:
     """Shape of the Labels layer that matches an image layer (the colour axis dropped)."""
     shape = tuple(image_layer.data.shape)
     return shape[:-1] if image_layer.rgb else shape
-
-
-def plane_axes(shape: tuple[int, ...]) -> int:
-    """How many leading axes index planes (0 for a 2-D map)."""
-    return len(shape) - 2
-
-
-def all_planes(shape: tuple[int, ...]) -> list[PlaneKey]:
-    return [tuple(k) for k in itertools.product(*(range(n) for n in shape[: plane_axes(shape)]))]
 
 
 def current_plane(layer, dims_point) -> PlaneKey:
