@@ -15,7 +15,7 @@ from test_io_samples import (
     small_vocabulary,
 )
 
-from napari_odise.cli import SUBCOMMANDS
+from napari_odise.cli import SUBCOMMANDS, run
 from napari_odise.cli import export as export_command
 from napari_odise.io import export_result, open_dataset
 
@@ -30,8 +30,7 @@ def main(argv: list[str]) -> int:
     assert "export" in SUBCOMMANDS
     parser = argparse.ArgumentParser(prog="napari-odise")
     export_command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run(parser.parse_args(argv))  # refusals reported as `napari-odise export` reports them
 
 
 def test_convert_panoptic_json_into_a_new_dataset_is_lossless(tmp_path, capsys):

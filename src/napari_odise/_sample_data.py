@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_odise.errors import InvalidInputError
+
 SAMPLES = {
     "astronaut": "Astronaut (scikit-image)",
     "coffee": "Coffee cup (scikit-image)",
@@ -15,7 +17,7 @@ SAMPLES = {
 def load_sample_image(name: str) -> np.ndarray:
     """Return the RGB uint8 array of a named sample (see ``SAMPLES``)."""
     if name not in SAMPLES:
-        raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
+        raise InvalidInputError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
     import skimage.data
 
     return getattr(skimage.data, name)()

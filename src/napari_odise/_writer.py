@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_odise.errors import UserError
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.export import export_results
 from napari_odise.io.layers import layer_source, results_from_labels
@@ -25,7 +26,7 @@ from napari_odise.io.layout import DatasetLayout
 from napari_odise.io.planes import plane_name
 
 
-class SaveError(RuntimeError):
+class SaveError(UserError, RuntimeError):
     """Why saving failed. Not a ValueError on purpose: napari swallows ValueErrors from writers
     and reports only that the plugin "is not a valid writer", hiding the reason."""
 
@@ -33,7 +34,7 @@ class SaveError(RuntimeError):
 def write_dataset(path: str, layer_data: list[tuple]) -> list[str]:
     try:
         return _write_dataset(path, layer_data)
-    except DatasetError as error:
+    except UserError as error:  # a refused export or vocabulary; a bug stays itself
         raise SaveError(f"napari-odise could not save to {path}: {error}") from error
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_odise.errors import UserError
+
 MIN_SIDE = 8
 PERCENTILES = (0.5, 99.5)
 
 
-class ImageInputError(ValueError):
+class ImageInputError(UserError, ValueError):
     """The array cannot be used as an image; the message says what to do."""
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import ndimage
 from skimage.measure import label as label_regions
 
+from napari_odise.errors import InvalidInputError
 from napari_odise.result import SEGMENT_COLUMNS, category_fields, segments_table
 from napari_odise.vocabulary import Category, Vocabulary
 
@@ -174,7 +175,7 @@ def sync(
             if category is not None and (
                 category.id not in vocabulary.ids or vocabulary.by_id(category.id) != category
             ):
-                raise ValueError(f"category {category.name!r} is not in {vocabulary.name!r}")
+                raise InvalidInputError(f"category {category.name!r} is not in {vocabulary.name!r}")
     new_map = np.array(label_map, dtype=np.int32, copy=True)
     columns = _columns(segments)
     present = np.flatnonzero(np.bincount(new_map.ravel(), minlength=1))
@@ -201,7 +202,7 @@ def _known_ids(segments: pd.DataFrame, ids) -> np.ndarray:
     requested = np.unique(np.asarray(list(ids), dtype=np.int64))
     unknown = np.setdiff1d(requested, segments["id"].to_numpy())
     if unknown.size:
-        raise ValueError(f"no segments with ids {unknown.tolist()} in the table")
+        raise InvalidInputError(f"no segments with ids {unknown.tolist()} in the table")
     return requested
 
 

@@ -31,13 +31,21 @@ from importlib import resources
 from pathlib import Path
 
 from napari_odise.colors import RGB, distinct_colors
+from napari_odise.errors import UserError
 
 _RESERVED = {",": "a comma", "#": "a '#'", ":": "a ':'", "=": "a '='", "\n": "a line break"}
 _MARKER = re.compile(r"\(\s*(thing|stuff)\s*\)\s*$", re.IGNORECASE)
 
 
-class VocabularyError(ValueError):
+class VocabularyError(UserError, ValueError):
     """A vocabulary that cannot be used, with what is wrong and how to fix it."""
+
+
+class UnknownCategoryError(VocabularyError, KeyError):
+    """A category name or id that the vocabulary does not have (a KeyError too, as lookups were)."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""
 
 
 def _check_text(kind: str, text: object, where: str) -> None:
@@ -216,7 +224,7 @@ class Vocabulary:
         try:
             return self._categories[self._position_by_name[name.strip().lower()]]
         except KeyError:
-            raise KeyError(f"no category named {name!r} in {self.name!r}") from None
+            raise UnknownCategoryError(f"no category named {name!r} in {self.name!r}") from None
 
     def duplicate_of(self, category: Category) -> Category | None:
         """The category here that ``category`` repeats (same name, else the same synonyms):
@@ -231,7 +239,7 @@ class Vocabulary:
         try:
             return self._position_by_id[category_id]
         except KeyError:
-            raise KeyError(f"no category with id {category_id!r} in {self.name!r}") from None
+            raise UnknownCategoryError(f"no category with id {category_id!r} in {self.name!r}") from None
 
     def synonym_lists(self) -> list[list[str]]:
         """What the model embeds, one list of raw strings per category, in order."""
@@ -245,15 +253,8 @@ class Vocabulary:
 
     # --- edits (each returns a new vocabulary) ------------------------------------------------
     def _resolve(self, name_or_id: str | int) -> Category:
-        if isinstance(name_or_id, str):
-            try:
-                return self.by_name(name_or_id)
-            except KeyError as error:
-                raise VocabularyError(error.args[0]) from None
-        try:
-            return self.by_id(name_or_id)
-        except KeyError as error:
-            raise VocabularyError(error.args[0]) from None
+        """The category a name or an id means; UnknownCategoryError (a VocabularyError) if none."""
+        return self.by_name(name_or_id) if isinstance(name_or_id, str) else self.by_id(name_or_id)
 
     def remove(self, *names_or_ids: str | int) -> Vocabulary:
         """Without the given categories (names case-insensitive, or ids)."""

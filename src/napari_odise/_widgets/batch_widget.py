@@ -129,6 +129,7 @@ class BatchWidget(QWidget):
         """Start (or resume) the batch in a worker thread."""
         from napari_odise.batch import BatchOptions, ModelSpec
         from napari_odise.batch.vocabularies import load_vocabulary
+        from napari_odise.errors import UserError
 
         inputs, out = self.input_edit.text().strip(), self.output_edit.text().strip()
         if not inputs or not out:
@@ -136,7 +137,7 @@ class BatchWidget(QWidget):
             return
         try:
             vocabulary = load_vocabulary(self.vocab_combo.currentText().strip())
-        except (ValueError, OSError) as error:
+        except (UserError, OSError) as error:  # a refused vocabulary, or a file that cannot be read
             self.status.setText(f"Vocabulary: {error}")
             return
         spec = ModelSpec.create(
@@ -185,7 +186,9 @@ class BatchWidget(QWidget):
         self.status.setText(summary.text())
 
     def _failed(self, error):
+        """Not a refusal (those come back as ``_Refused``): a bug, which napari reports with its traceback."""
         self.status.setText(f"The batch stopped on an error: {error}")
+        raise error
 
     def _idle(self):
         self.run_button.setEnabled(True)
@@ -203,11 +206,11 @@ def _run_or_explain(*args, **kwargs):
     """run_batch, with "cannot run as asked" errors turned into a reason for the status line
     (raised, napari would report them as crashes; returned as exceptions, superqt raises them)."""
     from napari_odise.batch import run_batch
-    from napari_odise.batch.errors import user_errors
+    from napari_odise.errors import UserError
 
     try:
         return run_batch(*args, **kwargs)
-    except user_errors() as error:
+    except UserError as error:
         return _Refused(str(error))
 
 

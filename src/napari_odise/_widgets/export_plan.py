@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_odise.errors import UserError
 from napari_odise.io import Dataset, ExportRecord, export_results, open_dataset
 from napari_odise.io.coco_panoptic import unassigned_ids
 from napari_odise.io.layout import DatasetLayout
@@ -28,7 +29,7 @@ from .planes import PlaneKey, image_plane, labels_shape
 COPIED_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class ExportProblem(ValueError):
+class ExportProblem(UserError, ValueError):
     """Why nothing was exported, with what to do in the widget."""
 
 

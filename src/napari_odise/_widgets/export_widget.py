@@ -26,11 +26,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_odise.io import DatasetError, open_dataset
+from napari_odise.errors import UserError
+from napari_odise.io import open_dataset
 from napari_odise.io.layers import layer_source
 
 from .dataset_review import describe, review_layers
 from .export_plan import ExportOptions, export_work, plan_export
+from .failures import report
 from .folder_field import FolderField
 from .gl_compat import guard_triton
 from .overlays import DERIVED_KEY
@@ -192,7 +194,7 @@ class ExportWidget(QWidget):
         folder = Path(self.folder.text())
         try:
             plan = plan_export(self.session.state(layer), self.selected_image(), self.name_edit.text())
-        except ValueError as error:  # ExportProblem, or a table/map mismatch found by validation
+        except UserError as error:  # ExportProblem: what to change in the widget
             show_error(f"Export: {error}")
             return
         work = export_work(plan, folder, self.options())
@@ -212,8 +214,8 @@ class ExportWidget(QWidget):
         show_info(f"Exported {what} to {dataset.root}")
 
     def _on_error(self, error: Exception) -> None:
-        show_error(f"Export: {error}")
         self.summary.setText(describe(self.dataset) if self.dataset is not None else "nothing was exported")
+        report(error, "Export")
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -233,7 +235,7 @@ class ExportWidget(QWidget):
         """A typed or browsed dataset folder: show its summary and images (quietly, if it is one)."""
         try:
             self._show_dataset(open_dataset(folder))
-        except (DatasetError, OSError):
+        except (UserError, OSError):  # not a dataset (yet): nothing to list
             self.review_combo.clear()
 
     def review_dataset(self) -> None:
@@ -252,5 +254,5 @@ class ExportWidget(QWidget):
                 return
             for layer in review_layers(dataset, self.review_combo.currentText() or dataset.names[0]):
                 self.viewer.add_layer(layer)
-        except (DatasetError, OSError) as error:
+        except (UserError, OSError) as error:  # not a dataset, or one that cannot be read
             show_error(f"Open dataset: {error}")

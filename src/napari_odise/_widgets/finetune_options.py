@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from napari_odise.errors import InvalidInputError
 from napari_odise.train.criterion import LossWeights
 from napari_odise.train.finetune import FinetuneConfig
 
@@ -148,13 +149,13 @@ class FinetuneOptions(QWidget):
     def config(self) -> FinetuneConfig:
         """The options as a FinetuneConfig; ValueError saying what to fill in when one is missing."""
         if not self.dataset.text():
-            raise ValueError(
+            raise InvalidInputError(
                 "choose the dataset folder: one written by the Export widget or `napari-odise export`"
             )
         if not self.output.text():
-            raise ValueError("choose an output folder for the checkpoints and the fine-tuned model.pth")
+            raise InvalidInputError("choose an output folder for the checkpoints and the fine-tuned model.pth")
         if self.base_model.currentText() == CHECKPOINT_ITEM:
-            raise ValueError("choose the base model: official, tiny, or a model.pth file")
+            raise InvalidInputError("choose the base model: official, tiny, or a model.pth file")
         return FinetuneConfig(
             dataset=self.dataset.text(),
             output=self.output.text(),
@@ -184,4 +185,4 @@ def _number(edit: QLineEdit, what: str) -> float:
     try:
         return float(edit.text())
     except ValueError:
-        raise ValueError(f"the {what} {edit.text()!r} is not a number (e.g. 1e-4)") from None
+        raise InvalidInputError(f"the {what} {edit.text()!r} is not a number (e.g. 1e-4)") from None

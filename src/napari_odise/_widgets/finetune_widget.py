@@ -14,6 +14,9 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from napari_odise.errors import UserError
+
+from .failures import report
 from .finetune_options import FinetuneOptions
 from .gl_compat import guard_triton
 from .job import Job
@@ -73,7 +76,7 @@ class FinetuneWidget(QWidget):
             return
         try:
             config = self.options.config()
-        except ValueError as error:
+        except UserError as error:
             show_error(f"Fine-tune: {error}")
             return
         self._job = Job()
@@ -112,7 +115,7 @@ class FinetuneWidget(QWidget):
 
     def _on_error(self, error: Exception) -> None:
         self._failed = True
-        show_error(f"Fine-tune: {error or type(error).__name__}")
+        report(error, "Fine-tune")
 
     def _on_finished(self) -> None:
         run, self._worker = self._run, None

@@ -16,6 +16,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from napari_odise.errors import OdiseError
+
 T = TypeVar("T")
 
 # Share of one plane's progress bar each predictor stage takes (the backbone dominates).
@@ -26,8 +28,9 @@ class _Cancelled(Exception):
     """Raised from the progress callback to stop a run the user cancelled."""
 
 
-class JobError(Exception):
-    """The work failed; the message is the original error's, the original is ``__cause__``.
+class JobError(OdiseError):
+    """The work failed; the message is the original error's, the original is ``__cause__`` (a
+    :class:`~napari_odise.errors.UserError` to show, or anything else: a bug).
 
     Not a RuntimeError on purpose: superqt's generator worker takes a RuntimeError for "the worker
     was deleted", swallows it and never emits ``finished`` (missing weights and out-of-memory

@@ -29,7 +29,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_odise.errors import UserError
+
 from . import actions
+from .failures import report
 from .gl_compat import guard_triton
 from .overlays import DERIVED_KEY
 from .planes import current_plane, labels_shape
@@ -291,8 +294,8 @@ class RefineWidget(QWidget):
             return
         try:
             getattr(self, method)()
-        except (ValueError, KeyError) as error:
-            show_error(f"{method.replace('_', ' ')}: {error.args[0] if error.args else error}")
+        except UserError as error:
+            show_error(f"{method.replace('_', ' ')}: {error}")
 
     def _need_targets(self, at_least: int = 1) -> list[int] | None:
         ids = self.targets()
@@ -408,4 +411,4 @@ class RefineWidget(QWidget):
 
 
 def _show_rescore_error(error: Exception) -> None:
-    show_error(f"re-score: {error}")
+    report(error, "re-score")

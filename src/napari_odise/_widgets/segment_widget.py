@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_odise.vocabulary import VocabularyError
 
+from .failures import report
 from .gl_compat import guard_triton
 from .job import Job, Progress
 from .overlays import NamesOverlay, SemanticOverlay
@@ -248,7 +249,7 @@ class SegmentWidget(QWidget):
         self._relabel_pending = self._vocabulary_differs()  # edited while the model ran
 
     def _on_error(self, error: Exception) -> None:
-        show_error(f"napari-odise: {error}")
+        report(error, "napari-odise")
 
     def _on_finished(self) -> None:
         cancelled = self._job is not None and self._job.cancelled and self._worker is not None

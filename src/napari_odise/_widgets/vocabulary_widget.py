@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from napari_odise.errors import UserError
 from napari_odise.vocabulary import Vocabulary, has_kind_marker
 
 from .vocabulary_model import VocabularyModel
@@ -47,8 +48,8 @@ def _run(action, *args) -> tuple[bool, object]:
     """Call a model edit: (succeeded, its return value); failures become notifications."""
     try:
         return True, action(*args)
-    except (ValueError, KeyError, OSError) as error:
-        show_error(f"Vocabulary: {error.args[0] if error.args else error}")
+    except (UserError, OSError) as error:  # a refused edit, or a file that cannot be read or written
+        show_error(f"Vocabulary: {error}")
         return False, None
 
 

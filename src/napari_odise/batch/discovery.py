@@ -21,11 +21,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_odise.errors import UserError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SHARD_METHODS = ("hash", "index")
 
 
-class DiscoveryError(ValueError):
+class DiscoveryError(UserError, ValueError):
     """The inputs name nothing usable (missing path, no images); the message says what to do."""
 
 
@@ -106,9 +108,9 @@ def parse_shard(text: str) -> tuple[int, int]:
         index_text, count_text = text.split("/")
         index, count = int(index_text), int(count_text)
     except ValueError:
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise DiscoveryError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard {text!r}: need n >= 1 and 0 <= i < n (shards are numbered from 0)")
+        raise DiscoveryError(f"shard {text!r}: need n >= 1 and 0 <= i < n (shards are numbered from 0)")
     return index, count
 
 
@@ -127,7 +129,7 @@ def select_shard(files: Sequence[ImageFile], index: int, count: int, by: str = "
     adding a file moves others between shards.
     """
     if by not in SHARD_METHODS:
-        raise ValueError(f"shard method must be one of {SHARD_METHODS}, got {by!r}")
+        raise DiscoveryError(f"shard method must be one of {SHARD_METHODS}, got {by!r}")
     if by == "hash":
         return [f for f in files if shard_of(f.key, count) == index]
     return list(files[index::count])

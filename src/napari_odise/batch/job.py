@@ -18,6 +18,7 @@ from napari_odise.batch.files import ImageFiles
 from napari_odise.batch.models import ModelSpec
 from napari_odise.batch.reading import Item, read_item
 from napari_odise.batch.store import BatchStore, storage_roundtrip
+from napari_odise.errors import Cancelled, UserError
 from napari_odise.image_input import to_rgb_uint8
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary
@@ -25,7 +26,7 @@ from napari_odise.vocabulary import Vocabulary
 STORE_NAME = "store.zarr"
 
 
-class BatchCancelled(Exception):
+class BatchCancelled(Cancelled):
     """Raised inside a run when the user cancels; nothing of the current image is written."""
 
 
@@ -58,11 +59,9 @@ class Outcome:
 
 
 def describe(error: BaseException) -> str:
-    """A failure reason for the summary: our own errors already say what and why."""
-    from napari_odise.batch.reading import ImageReadError
-    from napari_odise.image_input import ImageInputError
-
-    if isinstance(error, (ImageReadError, ImageInputError)):
+    """A failure reason for the summary: a refusal's message says what and why; anything else
+    keeps its type's name, so a bug does not read as a problem with the image."""
+    if isinstance(error, UserError):
         return str(error)
     return f"{type(error).__name__}: {error}"
 

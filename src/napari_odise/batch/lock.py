@@ -8,11 +8,13 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from napari_odise.errors import UserError
+
 LOCK_NAME = ".batch.lock"
 
 
-class FolderBusyError(RuntimeError):
-    pass
+class FolderBusyError(UserError, RuntimeError):
+    """Another run holds the output folder; the message says to wait or choose another folder."""
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_odise.batch.store import header_differences
+from napari_odise.errors import UserError
 from napari_odise.io.stable_json import read_json, write_json
 
 MANIFEST_NAME = "batch.json"
@@ -16,7 +17,7 @@ MANIFEST_NAME = "batch.json"
 COMPARED = ("format", "model", "precision", "encode_settings", "labels")
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(UserError, ValueError):
     """The output folder holds results made differently; the message says what differs."""
 
 

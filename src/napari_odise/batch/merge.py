@@ -21,12 +21,13 @@ from napari_odise.batch.manifest import COMPARED, MANIFEST_NAME, check_or_write
 from napari_odise.batch.store import BatchStore, header_differences
 from napari_odise.batch.summary import SUMMARY_NAME, BatchSummary, Failure
 from napari_odise.atomic import atomic_copy
+from napari_odise.errors import UserError
 from napari_odise.io.stable_json import read_json
 
 COCO_NAME = "coco"
 
 
-class MergeError(ValueError):
+class MergeError(UserError, ValueError):
     """The sources cannot be merged (not batch outputs, or made differently)."""
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_odise.batch.discovery import ImageFile
+from napari_odise.errors import InvalidInputError, UserError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PAGE_MODES = ("all", "first")
 PAGE_MARK = "#p"  # "stack.tif#p3": page 3 (zero-based) of stack.tif
 
 
-class ImageReadError(RuntimeError):
+class ImageReadError(UserError, RuntimeError):
     """The file could not be read as an image; the message says why (the key says which)."""
 
 
@@ -54,7 +55,7 @@ def count_pages(path: Path) -> int:
 def expand(file: ImageFile, pages: str = "all") -> list[Item]:
     """The items of a file: one, or one per TIFF page with ``pages="all"``."""
     if pages not in PAGE_MODES:
-        raise ValueError(f"pages must be one of {PAGE_MODES}, got {pages!r}")
+        raise InvalidInputError(f"pages must be one of {PAGE_MODES}, got {pages!r}")
     count = count_pages(file.path)
     if count == 0:
         raise ImageReadError("the TIFF has no pages (damaged, or not an image file)")

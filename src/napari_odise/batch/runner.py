@@ -40,6 +40,7 @@ from napari_odise.batch.store import (
 )
 from napari_odise.batch.summary import BatchSummary, Failure
 from napari_odise.atomic import remove_stale_temporaries
+from napari_odise.errors import InvalidInputError
 from napari_odise.vocabulary import Vocabulary
 
 
@@ -159,9 +160,9 @@ def run_batch(
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if options.embeddings not in EMBEDDING_DTYPES:
-        raise ValueError(f"embeddings must be one of {EMBEDDING_DTYPES}, got {options.embeddings!r}")
+        raise InvalidInputError(f"embeddings must be one of {EMBEDDING_DTYPES}, got {options.embeddings!r}")
     if not (options.store or options.writes_files or options.coco):
-        raise ValueError("nothing to write: enable the store, the per-image files or the COCO dataset")
+        raise InvalidInputError("nothing to write: enable the store, the per-image files or the COCO dataset")
     out = Path(out).resolve()
     spec, predictor = _resolve_model(model)
     settings = spec.resolved_settings()

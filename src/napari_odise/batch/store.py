@@ -36,6 +36,7 @@ import torch
 
 from napari_odise.batch import zarr_compat
 from napari_odise.batch.publish import clear_partials, new_partial_folder, publish, remove_folder
+from napari_odise.errors import UserError
 from napari_odise.io.stable_json import dumps as stable_dumps
 from napari_odise.model.odise import EncodedImage
 from napari_odise.model.postprocess import MaskGeometry
@@ -53,7 +54,7 @@ _LABEL_CHUNK = 2048
 _CHUNK_BYTES = 64 * 2**20
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """The store is missing, of another kind, or incompatible with what was asked."""
 
 

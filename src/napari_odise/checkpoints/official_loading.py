@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from napari_odise.errors import MissingFileError
 from napari_odise.weights.importing import ROLES  # load_official argument -> manifest role
 
 from napari_odise.model import clip_encoder
@@ -73,7 +74,7 @@ def source_digest(path: Path, progress: bool = False) -> str:
         return file_sha256(path, progress=progress)
     files = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file())
     if not files:
-        raise FileNotFoundError(f"{path} is neither a weights file nor a diffusers folder with weights")
+        raise MissingFileError(f"{path} is neither a weights file nor a diffusers folder with weights")
     joined = "".join(f"{p.relative_to(path)}:{file_sha256(p)}" for p in files)
     return hashlib.sha256(joined.encode()).hexdigest()
 

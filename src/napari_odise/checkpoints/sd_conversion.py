@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from napari_odise.errors import MissingFileError
+
 from .weight_errors import WeightsMismatchError, check_state_dict, group_by_prefix
 
 UNET_PREFIX = "model.diffusion_model."
@@ -135,7 +137,7 @@ def load_diffusers_folder(folder, unet, vae, text_encoder) -> SDWeights:
         candidates = sorted((folder / sub).glob("*.safetensors")) or sorted((folder / sub).glob("*.bin"))
         candidates = [c for c in candidates if ".fp16." not in c.name] or candidates
         if not candidates:
-            raise FileNotFoundError(f"{folder / sub} has no weights file (*.safetensors or *.bin)")
+            raise MissingFileError(f"{folder / sub} has no weights file (*.safetensors or *.bin)")
         state = dict(load_checkpoint(candidates[0]).state_dict)
         if sub == "text_encoder":
             state = {k[len("text_model.") :] if k.startswith("text_model.") else k: v for k, v in state.items()}

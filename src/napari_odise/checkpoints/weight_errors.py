@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from napari_odise.errors import UserError
 
-class WeightsMismatchError(ValueError):
+
+class WeightsMismatchError(UserError, ValueError):
     """A checkpoint's tensors do not match what the model expects (names or shapes)."""
 
 

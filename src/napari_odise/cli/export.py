@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_odise.cli.refusals import refuse
 from napari_odise.io.coco_panoptic import PanopticReader
 from napari_odise.io.dataset import open_dataset
 from napari_odise.io.errors import DatasetError
@@ -59,7 +60,7 @@ def register(subparsers) -> None:
     parser.add_argument("--unlabeled", type=int,
                         help="value of unlabeled pixels in a category map (default 0)")
     parser.add_argument("--name", help="image name in the dataset (default: the image's stem)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, refused_status=1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,9 +70,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             count = _export_labels(args)
         summary = open_dataset(args.out).summary()
-    except (DatasetError, VocabularyError, OSError) as error:
-        print(f"napari-odise export: error: {error}", file=sys.stderr)
-        return 1
+    except OSError as error:  # the file system refused (missing file, permissions, disk full)
+        return refuse(error, status=1)
     print(
         f"exported {count} image(s) to {args.out}: the dataset now has {summary['images']} "
         f"images, {summary['segments']} segments ({summary['edited_share']:.0%} edited)"

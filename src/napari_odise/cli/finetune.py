@@ -1,4 +1,8 @@
-"""``napari-odise finetune DATASET --out DIR``: train ODISE's head on an exported dataset."""
+"""``napari-odise finetune DATASET --out DIR``: train ODISE's head on an exported dataset.
+
+Exit codes: 0 trained; 1 refused (a dataset, setting or model that cannot be used, a loss that
+diverged); 130 stopped (run the same command again to resume).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+
+from napari_odise.cli.refusals import INTERRUPTED, refuse
 
 
 def register(subparsers) -> None:
@@ -38,7 +44,7 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-resume", action="store_true", help="start over even if DIR/last.pt exists")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, refused_status=1)
 
 
 def run(args) -> int:
@@ -72,9 +78,8 @@ def run(args) -> int:
     )
     try:
         trainer = Finetuner(config, resume=not args.no_resume)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"napari-odise finetune: {error}", file=sys.stderr)
-        return 1
+    except OSError as error:  # the file system refused the dataset or the output folder
+        return refuse(error, status=1)
     bar = tqdm(total=config.steps, initial=trainer.step, desc="fine-tuning", unit="step")
 
     def report(step):
@@ -133,4 +138,4 @@ def stopped(trainer, saved: bool) -> int:
             f"command again to resume from the last checkpoint ({trainer.checkpoint_path}), if any",
             file=sys.stderr,
         )
-    return 130
+    return INTERRUPTED

@@ -8,10 +8,7 @@ resumes. Exit codes: 0 merged; 2 the folders cannot be merged (the message says 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-from napari_odise.cli.segment import USAGE_ERROR, usage_errors
 
 
 def register(subparsers) -> None:
@@ -26,10 +23,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from napari_odise.batch import merge_outputs
 
-    try:
-        summary = merge_outputs(args.sources, args.out)
-    except usage_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USAGE_ERROR
+    summary = merge_outputs(args.sources, args.out)  # a MergeError is a refusal: exit 2 (cli.refusals)
     print(summary.text())
     return 0

@@ -14,7 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from napari_odise.cli.segment import INTERRUPTED, USAGE_ERROR, usage_errors
+from napari_odise.cli.refusals import INTERRUPTED, refuse
+from napari_odise.errors import UserError
 
 DEMO = "demo"
 
@@ -62,10 +63,9 @@ def run(args) -> int:
         progress.close()
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return INTERRUPTED
-    except usage_errors() as error:
+    except UserError as error:  # closes the progress bar before the message; anything else is a bug
         progress.close()
-        print(f"error: {error}", file=sys.stderr)
-        return USAGE_ERROR
+        return refuse(error)
     progress.close()
     print(summary.text().replace("segmented", "re-labelled"))
     if summary.failed:

@@ -18,8 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-USAGE_ERROR = 2
-INTERRUPTED = 130
+from napari_odise.cli.refusals import INTERRUPTED, refuse
+from napari_odise.errors import InvalidInputError, UserError
 
 
 def register(subparsers) -> None:
@@ -79,12 +79,6 @@ def model_spec(args):
     return ModelSpec.create(args.model, args.device, args.precision, args.settings, **overrides)
 
 
-def usage_errors() -> tuple[type[BaseException], ...]:
-    from napari_odise.batch.errors import user_errors
-
-    return user_errors()
-
-
 def run(args) -> int:
     from napari_odise.batch import BatchOptions, TerminalProgress, run_batch
     from napari_odise.batch.vocabularies import load_vocabulary
@@ -92,7 +86,7 @@ def run(args) -> int:
     try:
         inputs = list(args.inputs) + [str(write_sample(name, args.out)) for name in args.sample]
         if not inputs:
-            raise ValueError("give at least one image or folder, or --sample NAME")
+            raise InvalidInputError("give at least one image or folder, or --sample NAME")
         vocabulary = load_vocabulary(args.vocab)
         options = BatchOptions(
             recursive=args.recursive,
@@ -108,8 +102,8 @@ def run(args) -> int:
             workers=args.workers,
         )
         spec = model_spec(args)
-    except usage_errors() as error:
-        return _fail(error)
+    except UserError as error:
+        return refuse(error)
     progress = TerminalProgress(disable=args.quiet)
     try:
         summary = run_batch(inputs, args.out, vocabulary, spec, options, progress=progress)
@@ -117,9 +111,9 @@ def run(args) -> int:
         progress.close()
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return INTERRUPTED
-    except usage_errors() as error:
+    except UserError as error:  # closes the progress bar before the message; anything else is a bug
         progress.close()
-        return _fail(error)
+        return refuse(error)
     progress.close()
     print(summary.text())
     print(f"summary: {Path(args.out) / 'batch_summary.json'}")
@@ -139,8 +133,3 @@ def write_sample(name: str, out: Path) -> Path:
         with atomic_writer(path) as stream:
             Image.fromarray(image).save(stream, format="PNG")
     return path
-
-
-def _fail(error: BaseException) -> int:
-    print(f"error: {error}", file=sys.stderr)
-    return USAGE_ERROR

@@ -1,6 +1,7 @@
 """``napari-odise weights``: see, download, verify and import the official weight files.
 
-Exit codes: 0 success; 1 a file is missing, damaged, wrong or could not be downloaded; 2 bad usage.
+Exit codes: 0 success; 1 a file is missing, damaged, wrong or could not be downloaded (every refusal
+of this command, reported by :mod:`napari_odise.cli.refusals`); 2 bad usage.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import argparse
 import sys
 
 from napari_odise import weights
+from napari_odise.cli.refusals import refuse
+from napari_odise.errors import UserError
 from napari_odise.weights import hashing
 
 
@@ -19,7 +22,7 @@ def register(subparsers) -> None:
         description="Manage the weight files in the napari-odise home folder "
         "($NAPARI_ODISE_HOME or the user cache folder).",
     )
-    parser.set_defaults(func=lambda args: _help(parser))
+    parser.set_defaults(func=lambda args: _help(parser), refused_status=1)
     commands = parser.add_subparsers(dest="weights_command", metavar="ACTION")
 
     status = commands.add_parser("status", help="list the files, where they go and whether they are verified")
@@ -80,8 +83,7 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
+    return refuse(message, status=1)
 
 
 def _human(size: int | None) -> str:
@@ -132,19 +134,16 @@ def run_status(args) -> int:
 
 
 def run_download(args) -> int:
-    try:
-        names = args.names or [w.name for w in weights.files_for_model(args.model)]
-        if args.url and len(names) != 1:
-            return _error("--url needs exactly one NAME")
-        files = [weights.get(name) for name in names]
-    except weights.UnknownWeightError as error:
-        return _error(str(error))
+    names = args.names or [w.name for w in weights.files_for_model(args.model)]
+    if args.url and len(names) != 1:
+        return _error("--url needs exactly one NAME")
+    files = [weights.get(name) for name in names]
     failures = 0
     for weight_file in files:
         print(f"{weight_file.name}: {weight_file.filename} (licence: {weight_file.licence})")
         try:
             path = weights.download(weight_file, progress=not args.no_progress, force=args.force, url=args.url)
-        except weights.WeightsError as error:
+        except weights.WeightsError as error:  # reported; the other files are still downloaded
             failures += 1
             print(f"error: {error}", file=sys.stderr)
             continue
@@ -153,10 +152,7 @@ def run_download(args) -> int:
 
 
 def run_verify(args) -> int:
-    try:
-        files = [weights.get(name) for name in args.names]
-    except weights.UnknownWeightError as error:
-        return _error(str(error))
+    files = [weights.get(name) for name in args.names]
     if not files:
         files = [w for w in weights.all_files() if w.local_path().is_file()]
         if not files:
@@ -193,9 +189,9 @@ def run_import(args) -> int:
         placed = weights.import_files(
             odise=args.odise, sd=args.sd, clip=args.clip, link=args.link, progress=not args.no_progress
         )
-    except (weights.WeightsError, FileNotFoundError) as error:
-        return _error(str(error))
-    except OSError as error:
+    except UserError:
+        raise  # a missing, wrong or refused file: cli.refusals reports it
+    except OSError as error:  # the file system refused to copy or link (disk full, permissions)
         return _error(f"could not place the file: {error}")
     for path in placed:
         print(f"imported: {path}")
@@ -211,10 +207,7 @@ def run_use(args) -> int:
         return 0
     if not (args.sd or args.clip):
         return _error("give --sd PATH and/or --clip PATH (or --reset)")
-    try:
-        recorded = weights.use_own_files(sd=args.sd, clip=args.clip)
-    except (FileNotFoundError, ValueError) as error:
-        return _error(str(error))
+    recorded = weights.use_own_files(sd=args.sd, clip=args.clip)
     for role, path in recorded.items():
         print(f"{role}: {path}")
     if not args.no_convert:
@@ -236,7 +229,7 @@ def _convert_imported() -> int:
         print(f"converting {model} to the fast-start cache ...")
         try:
             caches = prepare_official(model, progress=True)
-        except (weights.WeightsError, ValueError) as error:
+        except UserError as error:
             return _error(f"{model}: {error}")
         print(f"{model}: cache ready ({len(caches)} files in {weights.cache_dir()})")
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from napari_odise.io.errors import DatasetError
 from napari_odise.io.images import write_png
 
 MAX_SEGMENT_ID = 256**3 - 1
@@ -27,7 +28,7 @@ def ids_to_rgb(label_map: np.ndarray) -> np.ndarray:
         raise ValueError(f"segment ids must be >= 0, found {int(ids.min())}")
     if ids.size and ids.max() > MAX_SEGMENT_ID:
         too_large = np.unique(ids[ids > MAX_SEGMENT_ID])
-        raise ValueError(
+        raise DatasetError(
             f"segment ids {too_large[:10].tolist()} do not fit a COCO panoptic PNG (at most "
             f"{MAX_SEGMENT_ID} = 2**24 - 1): renumber the segments first"
         )
@@ -40,7 +41,7 @@ def rgb_to_ids(rgb: np.ndarray) -> np.ndarray:
     """int32 map of segment ids from an (H, W, 3) or (H, W, 4) uint8 panoptic image."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8:
-        raise ValueError(
+        raise DatasetError(
             f"a panoptic PNG holds uint8 RGB pixels, got {rgb.dtype} of shape {rgb.shape}"
         )
     rgb = rgb[..., :3].astype(np.int32)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from napari_odise.errors import InvalidInputError
+
 from .clip_encoder import text_embeddings
 
 PHOTO_PROMPT = "a photo of a {}."
@@ -64,9 +66,9 @@ def embed_vocabulary(
     with_raw: bool = True,
 ) -> VocabularyEmbedding:
     if not synonyms:
-        raise ValueError("the vocabulary is empty: give at least one category")
+        raise InvalidInputError("the vocabulary is empty: give at least one category")
     if any(len(s) == 0 for s in synonyms):
-        raise ValueError("every category needs at least one synonym")
+        raise InvalidInputError("every category needs at least one synonym")
     flat = [s for group in synonyms for s in group]
     raw = cache.embed(clip, flat) if with_raw else None
     photo = cache.embed(clip, [PHOTO_PROMPT.format(s) for s in flat])

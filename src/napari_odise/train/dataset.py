@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from napari_odise.errors import InvalidInputError, MissingFileError
 from napari_odise.image_input import to_rgb_uint8
 from napari_odise.io import open_dataset
+from napari_odise.io.errors import DatasetError
 from napari_odise.io.images import read_image
 from napari_odise.result import UNASSIGNED
 from napari_odise.vocabulary import Vocabulary
@@ -38,7 +40,7 @@ class Sample:
 def split_names(names: list[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
     """A stable train/validation split by hashing names (adding images keeps earlier assignments)."""
     if not 0 <= val_fraction < 1:
-        raise ValueError("val_fraction must be in [0, 1)")
+        raise InvalidInputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     scored = sorted(names, key=lambda n: (zlib.crc32(f"{seed}:{n}".encode()), n))
     n_val = int(round(len(names) * val_fraction))
     if val_fraction > 0 and len(names) > 1:
@@ -73,17 +75,17 @@ class PanopticTrainingData:
     def __init__(self, dataset_dir, val_fraction: float = 0.2, seed: int = 0):
         self.dataset = open_dataset(dataset_dir)
         if len(self.dataset) == 0:
-            raise ValueError(f"{dataset_dir} has no images: export some corrected annotations first")
+            raise DatasetError(f"{dataset_dir} has no images: export some corrected annotations first")
         self.vocabulary: Vocabulary = self.dataset.vocabulary
         self.samples = {name: self._load(name) for name in self.dataset.names}
         self.train_names, self.val_names = split_names(self.dataset.names, val_fraction, seed)
         if not self.train_names:
-            raise ValueError("no training images left after the validation split: lower val_fraction")
+            raise InvalidInputError("no training images left after the validation split: lower val_fraction")
 
     def _load(self, name: str) -> Sample:
         record = self.dataset.image(name)
         if record.image is None or not record.image.is_file():
-            raise FileNotFoundError(f"{name}: the dataset has no image file for it; re-export with the image")
+            raise MissingFileError(f"{name}: the dataset has no image file for it; re-export with the image")
         label_map, categories = training_labels(self.dataset.read(name))
         return Sample(name, read_training_image(record.image), label_map, categories)
 

@@ -24,14 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_odise import errors
 from napari_odise.atomic import atomic_write_text, atomic_writer
 from napari_odise.checkpoints.head_loading import official_state_dict
 from napari_odise.checkpoints.loading import finetuned_config_path, load_model
+from napari_odise.errors import InvalidInputError
 from napari_odise.model.odise import ODISE
 
 from .augment import JitterConfig
 from .criterion import LossWeights, set_criterion
 from .dataset import PanopticTrainingData
+from .errors import TrainingDivergedError
 from .pq import PQStats
 from .schedule import lr_factor
 
@@ -68,9 +71,9 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if self.image_size % 64:
-            raise ValueError(f"image_size must be a multiple of 64, got {self.image_size}")
+            raise InvalidInputError(f"image_size must be a multiple of 64, got {self.image_size}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+            raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}")
         if isinstance(self.loss, dict):
             self.loss = LossWeights(**self.loss)
 
@@ -84,7 +87,7 @@ class StepReport:
     val_pq: float | None = None
 
 
-class Cancelled(Exception):
+class Cancelled(errors.Cancelled):
     """Raised inside the loop when ``should_stop`` returns True (the last checkpoint is kept)."""
 
 
@@ -98,10 +101,10 @@ class Finetuner:
         self.data = PanopticTrainingData(config.dataset, config.val_fraction, config.seed)
         self.device = resolve_device(config.device)
         if PRECISIONS[config.precision] is not None and self.device.type != "cuda":
-            raise ValueError("mixed precision training needs a CUDA GPU; use precision='fp32' on the CPU")
+            raise InvalidInputError("mixed precision training needs a CUDA GPU; use precision='fp32' on the CPU")
         self.model = (model if model is not None else load_model(config.base_model)).to(self.device)
         if self.model.config.variant != "label":
-            raise ValueError(
+            raise InvalidInputError(
                 "fine-tuning trains the label model (ODISE's category-label objective); the caption model was "
                 "trained from captions, which exported datasets do not have. Use base_model='official'."
             )
@@ -250,7 +253,7 @@ class Finetuner:
                 raise Cancelled(f"stopped at step {self.step}; run again to resume")
             report = self.train_step()
             if not all(math.isfinite(v) for v in report.losses.values()):
-                raise FloatingPointError(
+                raise TrainingDivergedError(
                     f"the loss became {report.losses['total']} at step {self.step}: lower the learning rate"
                 )
             if config.val_every and (self.step % config.val_every == 0 or self.step == config.steps):

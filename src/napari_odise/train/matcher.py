@@ -10,6 +10,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch.nn import functional as F
 
+from .errors import TrainingDivergedError
 from .point_sampling import point_sample
 
 
@@ -59,6 +60,6 @@ def hungarian_match(
         + dice_weight * pairwise_dice(out, tgt)
     )
     if not torch.isfinite(cost).all():
-        raise FloatingPointError("the model's outputs are not finite (training diverged): lower the learning rate")
+        raise TrainingDivergedError("the model's outputs are not finite (training diverged): lower the learning rate")
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)

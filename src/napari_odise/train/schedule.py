@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from napari_odise.errors import InvalidInputError
+
 
 def lr_factor(step: int, total: int, warmup: int, warmup_factor: float = 0.067, kind: str = "step") -> float:
     """Multiplier of the base learning rate at ``step`` (0-based) of ``total``."""
@@ -21,5 +23,5 @@ def lr_factor(step: int, total: int, warmup: int, warmup_factor: float = 0.067, 
     elif kind == "constant":
         decay = 1.0
     else:
-        raise ValueError(f"unknown schedule {kind!r}: use 'step', 'cosine' or 'constant'")
+        raise InvalidInputError(f"unknown schedule {kind!r}: use 'step', 'cosine' or 'constant'")
     return warm * decay

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from napari_odise.errors import UserError
 
-class WeightsError(RuntimeError):
+
+class WeightsError(UserError, RuntimeError):
     """Base class, so callers (the GUI, the CLI) can catch every weight-file problem at once."""
 
 
@@ -37,7 +39,7 @@ class CorruptCheckpointError(WeightsError):
     """A checkpoint could not be read as a weights file (truncated, damaged, unknown format)."""
 
 
-class UnknownWeightError(KeyError):
+class UnknownWeightError(UserError, KeyError):
     """A weight name that the manifest does not list."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it

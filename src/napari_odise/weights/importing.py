@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from napari_odise.errors import InvalidInputError, MissingFileError
+
 from . import hashing
 from .errors import ChecksumMismatchError
 from .manifest import WeightFile, all_files
@@ -25,7 +27,7 @@ def identify(path: Path, candidates: list[WeightFile], progress=False) -> tuple[
     """The candidate whose published sha256 (or prefix) matches the file, and the file's digest."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist or is not a file")
+        raise MissingFileError(f"{path} does not exist or is not a file")
     digest = hashing.file_sha256(path, progress=progress)
     for weight_file in candidates:
         if hashing.digest_matches(digest, weight_file):
@@ -58,7 +60,7 @@ def import_files(
     given = {"odise": odise, "sd": sd, "clip": clip}
     given = {key: Path(value).expanduser() for key, value in given.items() if value is not None}
     if not given:
-        raise ValueError("nothing to import: give at least one of odise, sd, clip")
+        raise InvalidInputError("nothing to import: give at least one of odise, sd, clip")
     identified = []
     for key, source in given.items():
         candidates = [w for w in all_files() if w.role == ROLES[key]]

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from napari_odise.atomic import atomic_write_text
+from napari_odise.errors import InvalidInputError, MissingFileError
 
 from .importing import ROLES as MANIFEST_ROLES
 from .paths import home_dir
@@ -37,7 +38,7 @@ def own_files() -> dict[str, Path]:
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path} is unreadable ({error}); fix or delete it, then set your files again") from None
+        raise InvalidInputError(f"{path} is unreadable ({error}); fix or delete it, then set your files again") from None
     return {role: Path(value) for role, value in recorded.items() if role in ROLES}
 
 
@@ -45,14 +46,14 @@ def use_own_files(**paths: str | Path | None) -> dict[str, Path]:
     """Record files to use for the given roles (``sd=``, ``clip=``); returns every recorded role."""
     unknown = set(paths) - set(ROLES)
     if unknown:
-        raise ValueError(f"own files can replace {sorted(ROLES)} only, not {sorted(unknown)}")
+        raise InvalidInputError(f"own files can replace {sorted(ROLES)} only, not {sorted(unknown)}")
     recorded = own_files()
     for role, value in paths.items():
         if value is None:
             continue
         path = Path(value).expanduser().resolve()
         if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist: give the {ROLES[role]} file or folder")
+            raise MissingFileError(f"{path} does not exist: give the {ROLES[role]} file or folder")
         recorded[role] = path
     _save(recorded)
     return recorded

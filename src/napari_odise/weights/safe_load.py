@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from napari_odise.errors import MissingFileError
+
 from .errors import CorruptCheckpointError, UnsafeCheckpointError
 from .pickle_allowlist import allow_harmless_extras
 from .torchscript import is_torchscript_archive, load_torchscript_state_dict
@@ -55,7 +57,7 @@ class Checkpoint:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise MissingFileError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
     if is_torchscript_archive(path):
