@@ -51,10 +51,9 @@ def main(argv=None):
     import_s = time.perf_counter() - t0
     config = get_config(args.config)
     if args.short_edge:
-        config.inference.short_edge = args.short_edge
+        settings = config.inference.replace(short_edge=args.short_edge)
     else:
-        config.inference.short_edge = min(h, w)
-        config.inference.max_size = max(h, w)
+        settings = config.inference.replace(short_edge=min(h, w), max_size=max(h, w))
     t0 = time.perf_counter()
     model = build_odise(config, device=args.device)
     build_s = time.perf_counter() - t0
@@ -65,10 +64,10 @@ def main(argv=None):
 
     def forward():
         vocab = model.embed_vocabulary(synonyms, isthing, seen)
-        encoded = model.encode(image)
+        encoded = model.encode(image, settings=settings)
         t = time.perf_counter()
-        logprobs = model.classify(encoded, vocab)
-        label_map, segments = model.panoptic(encoded, logprobs, vocab.isthing)
+        logprobs = model.classify(encoded, vocab, settings)
+        label_map, segments = model.panoptic(encoded, logprobs, vocab.isthing, settings)
         return encoded, time.perf_counter() - t
 
     if args.device.startswith("cuda"):
@@ -82,7 +81,7 @@ def main(argv=None):
         _, classify_s = forward()
         warm.append(time.perf_counter() - t0)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}")
-    print(f"config: {args.config}  input: {h}x{w}  model input short edge: {config.inference.short_edge}")
+    print(f"config: {args.config}  input: {h}x{w}  model input short edge: {settings.short_edge}")
     print(f"parameters: trainable {trainable:,}  frozen {frozen:,}")
     print(f"import: {import_s:.1f} s  build (random weights): {build_s:.1f} s")
     print(f"forward cold (incl. 133-class text embeddings): {cold_s:.2f} s")

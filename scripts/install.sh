@@ -2,7 +2,7 @@
 # Installs napari-odise and everything it needs into ./.venv on a fresh Linux machine.
 # - Debian/Ubuntu packages for napari's canvas without a screen (Xvfb), when apt is available;
 # - the exact, tested versions from .ci/constraints.txt (torch 2.14.1 + torchvision 0.29.1 among
-#   them: the pair that imports cleanly together; see ../shared/ENVIRONMENT.md).
+#   them: the pair that imports cleanly together).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -16,6 +16,16 @@ import torchvision  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
+def _own_model_pool():
+    """Every test starts with an empty model pool (the process's shared loaded models)."""
+    from napari_odise.pool import ModelPool, set_default_pool
+
+    previous = set_default_pool(ModelPool())
+    yield
+    set_default_pool(previous)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Every test gets its own napari-odise home, so no test sees a user's weights or cache."""
     home = tmp_path_factory.mktemp("odise_home")
@@ -29,13 +39,16 @@ FAST_GEOMETRY = {"short_edge": 128, "max_size": 320, "crop_size": 128}
 
 def fast_tiny(name: str = "tiny", **config_changes):
     """A tiny model (seeded random weights) with the fast test geometry."""
+    from dataclasses import fields, replace
+
     from napari_odise.model.build import build_odise
     from napari_odise.model.config import get_config
 
     config = get_config(name)
-    for key, value in {**FAST_GEOMETRY, **config_changes}.items():
-        target = config.inference if hasattr(config.inference, key) else config
-        setattr(target, key, value)
+    changes = {**FAST_GEOMETRY, **config_changes}
+    settings = {f.name for f in fields(config.inference)}
+    inference = config.inference.replace(**{k: v for k, v in changes.items() if k in settings})
+    config = replace(config, inference=inference, **{k: v for k, v in changes.items() if k not in settings})
     return build_odise(config)
 
 

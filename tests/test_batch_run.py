@@ -19,18 +19,22 @@ import torch
 from PIL import Image
 
 from napari_odise import Vocabulary
+from conftest import fast_tiny
+from napari_odise import Predictor
 from napari_odise.batch import BatchOptions, BatchStore, ModelSpec, relabel_store, run_batch
 from napari_odise.batch.coco import dataset_name
 from napari_odise.batch.discovery import ImageFile
 from napari_odise.batch.manifest import OutputFolderError
-from napari_odise.batch.models import load_predictor
+from napari_odise.model.settings import InferenceSettings
+from napari_odise.pool import default_pool
 from napari_odise.batch.reading import expand, read_item
 from napari_odise.cli import main
 from napari_odise.image_input import to_rgb_uint8
 from napari_odise.io import open_dataset, read_panoptic_png
 
 FAST = {"short_edge": 128, "max_size": 320, "crop_size": 128}
-SPEC = ModelSpec.create("tiny", "cpu", "fp32", None, **FAST)
+SPEC = ModelSpec("tiny", "cpu", "fp32")
+SETTINGS = InferenceSettings.evaluation(**FAST)  # what FAST_ARGS give the CLI
 VOCAB_TEXT = "person\ncat\ncup\nbowl\ngrass (stuff)\nsky (stuff)\nwall (stuff)\nfloor (stuff)\n"
 VOCAB = Vocabulary.parse(VOCAB_TEXT, name="vocab")  # the name the CLI gives vocab.txt
 FAST_ARGS = ["--model", "tiny", "--device", "cpu", "--short-edge", "128", "--max-size", "320", "--crop-size", "128"]
@@ -40,7 +44,15 @@ CHECKED_AGAINST_PREDICT = ("chelsea_rgba.png", "moon16.tif", "stack.tif#p1")
 
 @pytest.fixture(scope="module")
 def predictor():
-    return load_predictor(SPEC)
+    predictor = Predictor(fast_tiny(), device="cpu")
+    assert predictor.settings == SETTINGS
+    return predictor
+
+
+@pytest.fixture(autouse=True)
+def _shared(predictor):
+    """The CLI run in this process finds this predictor in the process's model pool."""
+    default_pool().put(SPEC, predictor)
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +313,7 @@ def test_shards_merged_equal_the_serial_run(reference, folder, predictor, tmp_pa
 def test_local_dask_cluster_equals_the_serial_run(reference, folder, tmp_path):
     out = tmp_path / "dask"
     options = BatchOptions(coco=True, files=True, scheduler="local", workers=2)
-    summary = run_batch([folder], out, VOCAB, SPEC, options)
+    summary = run_batch([folder], out, VOCAB, SPEC, options, settings=SETTINGS)
     assert sorted(summary.done) == GOOD and [f.key for f in summary.failed] == ["broken.png"]
     # workers run PyTorch with one thread each: float sums may round differently in the last bits
     assert_same_outputs(snapshot(out), snapshot(reference[0]), exact=False)

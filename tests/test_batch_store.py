@@ -18,8 +18,9 @@ from napari_odise.batch.store import (
 )
 from napari_odise.model.odise import EncodedImage
 from napari_odise.model.postprocess import MaskGeometry
+from napari_odise.model.settings import InferenceSettings
 
-SETTINGS = {"overlap_threshold": 0.8, "object_mask_threshold": 0.0, "alpha": 0.3, "beta": 0.7}
+SETTINGS = InferenceSettings.evaluation(short_edge=128, max_size=320, crop_size=128)
 VOCAB = Vocabulary.parse("cat\ndog\ngrass (stuff)")
 
 
@@ -28,7 +29,7 @@ def header(vocabulary=VOCAB, embeddings="float32"):
         "format": 1,
         "model": "tiny",
         "precision": "fp32",
-        "encode_settings": {"short_edge": 128, "max_size": 320, "crop_size": 128, "size_divisibility": 64},
+        "encode_settings": SETTINGS.encode_part(),
         "embeddings": embeddings,
         "labels": labelset_id(vocabulary, SETTINGS),
     }
@@ -44,6 +45,7 @@ def encoded(seed=0, caption=False):
         clip_logit_scale=100.0,
         class_logits=torch.randn(5, 2, generator=g) if caption else None,
         geometry=MaskGeometry((32, 48), (30, 45), (60, 90)),
+        settings=SETTINGS,
     )
 
 

@@ -5,15 +5,16 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from napari_odise.batch import BatchStore, ModelSpec
-from napari_odise.batch.models import load_predictor
+from conftest import fast_tiny
+from napari_odise import Predictor
+from napari_odise.batch import BatchStore
 
 FAST = {"short_edge": 128, "max_size": 320, "crop_size": 128}
 
 
 @pytest.fixture(scope="module")
 def predictor():
-    return load_predictor(ModelSpec.create("tiny", "cpu", "fp32", None, **FAST))
+    return Predictor(fast_tiny(), device="cpu")  # the settings of the widget's model_settings = FAST
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ import skimage.data
 from PIL import Image
 
 from napari_odise import Vocabulary
-from napari_odise.batch import ModelSpec
-from napari_odise.batch.models import load_predictor
+from conftest import fast_tiny
+from napari_odise import Predictor
+from napari_odise.models import ModelSpec
+from napari_odise.pool import default_pool
 from napari_odise.cli import main
 from napari_odise.io import read_panoptic_png
 
@@ -20,8 +22,13 @@ SAMPLES = {"astronaut.png": "astronaut", "coffee.jpg": "coffee", "chelsea.png": 
 
 @pytest.fixture(scope="module")
 def predictor():
-    # the spec the CLI builds from FAST_ARGS: the CLI below reuses this predictor
-    return load_predictor(ModelSpec.create("tiny", "cpu", "fp32", None, short_edge=128, max_size=320, crop_size=128))
+    return Predictor(fast_tiny(), device="cpu")  # the settings FAST_ARGS give the CLI
+
+
+@pytest.fixture(autouse=True)
+def _shared(predictor):
+    """The CLI below finds this predictor in the process's model pool (the spec FAST_ARGS name)."""
+    default_pool().put(ModelSpec("tiny", "cpu"), predictor)
 
 
 @pytest.fixture(scope="module")

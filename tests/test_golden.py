@@ -32,11 +32,11 @@ def _predictor(name: str):
 def run_tiny(name: str, image: np.ndarray, settings_name: str):
     """(encoded image, (Q, K + 1) class log-probabilities, result) of one tiny-model run on COCO."""
     predictor = _predictor(name)
-    predictor.configure(settings_name, **GOLDEN_GEOMETRY)
+    settings = predictor.named_settings(settings_name, **GOLDEN_GEOMETRY)
     vocabulary = Vocabulary.preset("coco")
-    encoded = predictor.encode(image)
-    logprobs = predictor.model.classify(encoded, predictor.embed(vocabulary))
-    return encoded, logprobs, predictor.classify(encoded, vocabulary)
+    encoded = predictor.encode(image, settings=settings)
+    logprobs = predictor.model.classify(encoded, predictor.embed(vocabulary), settings)
+    return encoded, logprobs, predictor.classify(encoded, vocabulary, settings=settings)
 
 
 # --------------------------------------------------------------------------------------------------

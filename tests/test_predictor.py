@@ -1,5 +1,7 @@
 """Predictor: predict/reclassify equivalence without backbone work, settings, OOM fallback."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import skimage.data
@@ -7,6 +9,7 @@ import torch
 
 from conftest import fast_tiny
 from napari_odise import PanopticResult, Predictor, Vocabulary
+from napari_odise.errors import UserError
 from napari_odise.model import postprocess
 
 
@@ -34,7 +37,8 @@ def test_predict_returns_a_consistent_result(predictor, coffee):
     assert len(result.segments) >= 1
     assert set(result.segments["id"]) == set(np.unique(result.label_map)) - {0}
     assert set(result.segments["category_id"]) <= set(vocab.ids)
-    assert result.info["model"] == "tiny"
+    assert result.model == "tiny"
+    assert result.settings == predictor.settings  # what made it, as a typed record
 
 
 def test_reclassify_same_vocabulary_equals_predict(predictor, coffee):
@@ -94,47 +98,54 @@ def test_auto_device_is_the_gpu_when_there_is_one(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(RuntimeError, match="no CUDA GPU; use device='cpu' or 'auto'"):
+    with pytest.raises(UserError, match="no CUDA GPU; use device='cpu' or 'auto'"):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
 
 
 def test_demo_and_evaluation_settings(predictor):
-    predictor.configure("demo")
-    s = predictor.settings
-    assert (s["overlap_threshold"], s["alpha"], s["beta"]) == (0.0, 0.35, 0.65)
-    predictor.configure("evaluation")
-    s = predictor.settings
-    assert (s["overlap_threshold"], s["alpha"], s["beta"]) == (0.8, 0.3, 0.7)
-    with pytest.raises(ValueError, match="unknown inference option"):
-        predictor.configure(nonsense=1)
+    demo = predictor.named_settings("demo")
+    assert (demo.overlap_threshold, demo.alpha, demo.beta) == (0.0, 0.35, 0.65)
+    evaluation = predictor.named_settings("evaluation")
+    assert (evaluation.overlap_threshold, evaluation.alpha, evaluation.beta) == (0.8, 0.3, 0.7)
+    assert demo.short_edge == evaluation.short_edge == predictor.settings.short_edge == 128  # the model's own
+    with pytest.raises(UserError, match="unknown inference setting"):
+        predictor.settings.replace(nonsense=1)
+    with pytest.raises(UserError, match="between 0 and 1"):
+        predictor.settings.replace(alpha=1.5)
 
 
-def test_using_applies_options_for_a_block_only(predictor, coffee):
+def test_settings_are_per_call_and_the_model_keeps_none(predictor, coffee):
     vocab = Vocabulary.preset("coco")
+    before = predictor.settings
     normal = predictor.predict(coffee, vocab)
-    with predictor.using(object_mask_threshold=0.99):  # no query is that sure: nothing is kept
-        strict = predictor.classify(normal.encoded, vocab)
-    assert predictor.settings["object_mask_threshold"] == 0.0
-    assert (normal.label_map > 0).any() and not (strict.label_map > 0).any()
-    assert len(strict.segments) == 0
+    strict = predictor.classify(normal.encoded, vocab, settings=before.replace(object_mask_threshold=0.99))
+    assert predictor.settings is before and predictor.model.config.inference is before
+    assert (normal.label_map > 0).any() and not (strict.label_map > 0).any()  # no query is that sure
+    assert len(strict.segments) == 0 and strict.settings.object_mask_threshold == 0.99
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        predictor.settings.alpha = 0.5
 
 
 def test_reclassify_uses_the_settings_the_result_was_made_with(predictor, coffee):
     """A result made with the demo settings re-labels with them, whatever ran since."""
     coco, ade = Vocabulary.preset("coco"), Vocabulary.preset("ade20k")
-    predictor.configure("demo")
-    try:
-        demo = predictor.predict(coffee, coco)
-        expected = predictor.predict(coffee, ade)
-    finally:
-        predictor.configure("evaluation")
+    demo_settings = predictor.named_settings("demo")
+    demo = predictor.predict(coffee, coco, settings=demo_settings)
+    expected = predictor.predict(coffee, ade, settings=demo_settings)
+    predictor.predict(coffee, coco)  # the evaluation settings in between change nothing
     relabelled = predictor.reclassify(demo, ade)
     assert_same_result(relabelled, expected)
-    assert predictor.settings["overlap_threshold"] == 0.8  # the predictor's own settings are back
+    assert relabelled.settings == demo_settings
     evaluation = predictor.classify(demo.encoded, ade)
     assert not np.array_equal(evaluation.label_map, expected.label_map)
+
+
+def test_classify_records_the_resolution_the_image_was_encoded_with(predictor, coffee):
+    encoded = predictor.encode(coffee, settings=predictor.settings.replace(short_edge=192))
+    result = predictor.classify(encoded, Vocabulary.preset("coco"))  # default settings: short edge 128
+    assert encoded.settings.short_edge == 192 and result.settings.short_edge == 192
 
 
 def test_grayscale_uint16_and_rgba_inputs(predictor):
@@ -168,22 +179,22 @@ def test_out_of_memory_falls_back_to_one_crop_at_a_time(predictor, coffee, monke
     batch_sizes = []
     original = predictor.model.encode
 
-    def encode(rgb, progress=None):
-        batch_sizes.append(predictor.model.config.inference.crop_batch_size)
+    def encode(rgb, progress=None, settings=None):
+        batch_sizes.append(settings.crop_batch_size)
         if len(batch_sizes) == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(rgb, progress)
+        return original(rgb, progress, settings)
 
     monkeypatch.setattr(predictor.model, "encode", encode)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     result = predictor.predict(coffee, Vocabulary.preset("coco"))
     assert batch_sizes == [4, 1]
-    assert predictor.model.config.inference.crop_batch_size == 4  # restored
+    assert predictor.settings.crop_batch_size == 4 and result.settings.crop_batch_size == 4  # nothing changed
     assert len(result.segments) >= 1
 
 
 def test_out_of_memory_twice_explains_the_options(predictor, coffee, monkeypatch):
-    def encode(rgb, progress=None):
+    def encode(rgb, progress=None, settings=None):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(predictor.model, "encode", encode)

@@ -12,6 +12,7 @@ from napari.layers import Layer
 from napari.utils.notifications import notification_manager
 from synthetic_scenes import VOCABULARY, scene
 
+from napari_odise.models import ModelSpec
 from napari_odise import Predictor, Vocabulary
 from napari_odise._widgets.dataset_review import describe
 from napari_odise._widgets.export_widget import NO_IMAGE, ExportWidget
@@ -29,9 +30,8 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def predictor():
     guard_triton()  # a viewer made by an earlier test module must not meet Triton (see gl_compat)
-    predictor = Predictor(fast_tiny(short_edge=SIZE, crop_size=SIZE), device="cpu")
-    predictor.configure("demo")  # random weights: the demo's merge keeps several segments
-    return predictor
+    # runs with the demo settings: random weights keep several segments with the demo's merge
+    return Predictor(fast_tiny(short_edge=SIZE, crop_size=SIZE), device="cpu")
 
 
 def export_and_wait(widget, qtbot) -> list[str]:
@@ -47,7 +47,7 @@ def test_a_segmented_and_edited_layer_exports_summarises_and_reopens_equal(
 ):
     viewer = make_napari_viewer()
     session = Session.of(viewer)
-    session.predictors[("tiny", "cpu", "fp32")] = predictor
+    session.pool.put(ModelSpec("tiny", "cpu"), predictor)
     segment, widget = SegmentWidget(viewer), ExportWidget(viewer)
     segment.model_combo.setCurrentText("tiny")
     segment.device_combo.setCurrentText("cpu")

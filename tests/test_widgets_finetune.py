@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QFileDialog
 from synthetic_scenes import scene, write_dataset
 
 import napari_odise.train.finetune as finetune_module
+from napari_odise.models import ModelSpec
 from napari_odise._widgets.finetune_options import CHECKPOINT_ITEM
 from napari_odise._widgets.finetune_widget import FinetuneWidget
 from napari_odise._widgets.gl_compat import guard_triton
@@ -112,11 +113,11 @@ def test_training_finishes_and_the_model_becomes_a_segment_choice_that_loads(pan
     layer = viewer.layers["scene panoptic"]
     assert layer.metadata["odise"]["info"]["model"] == str(path) and layer.data.shape == (SIZE, SIZE)
     session = Session.of(viewer)
-    loaded = session.predictors[(str(path), "cpu", "fp32")].model.trainable_state_dict()
+    loaded = session.pool.peek(ModelSpec(path, "cpu")).model.trainable_state_dict()
     for key, value in widget._run.trainer.model.trainable_state_dict().items():
         assert torch.equal(loaded[key], value)
     session.add_checkpoint(path)  # e.g. trained again into the same folder: the file is reloaded
-    assert (str(path), "cpu", "fp32") not in session.predictors and list(session.checkpoints) == [str(path)]
+    assert session.pool.peek(ModelSpec(path, "cpu")) is None and list(session.checkpoints) == [str(path)]
 
 
 def test_a_checkpoint_picked_in_the_segment_widget_is_offered_as_a_base_model(panel, monkeypatch, tmp_path):

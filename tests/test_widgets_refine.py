@@ -10,6 +10,7 @@ import pytest
 from conftest import fast_tiny
 from napari.utils.key_bindings import coerce_keybinding
 
+from napari_odise.models import ModelSpec
 from napari_odise import PanopticResult, Predictor
 from napari_odise._widgets.gl_compat import guard_triton
 from napari_odise._widgets.layer_state import SegmentationLayer, initial_labels
@@ -45,7 +46,7 @@ def panel(make_napari_viewer, predictor):
     layer = viewer.add_labels(data, name="photo panoptic")
     session = Session.of(viewer)
     session.states[id(layer)] = SegmentationLayer(layer, VOCAB, rows, claimed=claimed, image_layer=image)
-    session.predictors[("tiny", "cpu", "fp32")] = predictor
+    session.pool.put(ModelSpec("tiny", "cpu"), predictor)
     session.choice = ModelChoice("tiny", "cpu")
     widget = RefineWidget(viewer)
     viewer.window.add_dock_widget(widget)

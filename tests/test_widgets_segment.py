@@ -16,8 +16,13 @@ from napari_odise._widgets import actions
 from napari_odise._widgets.gl_compat import guard_triton
 from napari_odise._widgets.segment_widget import ALL_PLANES, SegmentWidget
 from napari_odise._widgets.session import Session
+from napari_odise.models import ModelSpec
 from napari_odise._widgets.vocabulary_model import VocabularyModel
 from napari_odise._widgets.vocabulary_widget import VocabularyWidget
+
+def demo_settings(predictor):  # the widget runs with "demo" chosen
+    return predictor.named_settings("demo")
+
 
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot_segment.png"
 
@@ -25,9 +30,7 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot_segment.
 @pytest.fixture(scope="module")
 def predictor():
     guard_triton()  # a viewer made by an earlier test module must not meet Triton (see gl_compat)
-    predictor = Predictor(fast_tiny(), device="cpu")
-    predictor.configure("demo")  # random weights: the demo's merge keeps several segments
-    return predictor
+    return Predictor(fast_tiny(), device="cpu")  # runs with the demo settings: random weights keep several segments
 
 
 @pytest.fixture
@@ -36,7 +39,7 @@ def segment(make_napari_viewer, predictor):
     viewer = make_napari_viewer(show=True)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment (ODISE)")
-    Session.of(viewer).predictors[("tiny", "cpu", "fp32")] = predictor
+    Session.of(viewer).pool.put(ModelSpec("tiny", "cpu"), predictor)
     widget.model_combo.setCurrentText("tiny")
     widget.device_combo.setCurrentText("cpu")
     widget.settings_combo.setCurrentText("demo")
@@ -59,7 +62,7 @@ def test_segmenting_a_sample_makes_a_labels_layer_with_features_colours_and_meta
     assert predictor.encode_calls == calls + 1
 
     layer = viewer.layers["astronaut panoptic"]
-    expected = predictor.predict(skimage.data.astronaut(), Vocabulary.preset("coco"))
+    expected = predictor.predict(skimage.data.astronaut(), Vocabulary.preset("coco"), settings=demo_settings(predictor))
     np.testing.assert_array_equal(layer.data, expected.label_map)
     ids = np.unique(layer.data)
     assert layer.features["index"].tolist() == [0, *ids[ids > 0].tolist()] and len(ids) > 3
@@ -192,7 +195,10 @@ def test_all_planes_of_a_stack_get_unique_ids_and_errors_become_notifications(se
     assert plane_ids[0] and plane_ids[1] and not plane_ids[0] & plane_ids[1]
     for plane in range(2):
         expected = predictor.predict(
-            stack[plane], Vocabulary.preset("coco"), contrast_limits=viewer.layers["planes"].contrast_limits
+            stack[plane],
+            Vocabulary.preset("coco"),
+            contrast_limits=viewer.layers["planes"].contrast_limits,
+            settings=demo_settings(predictor),
         )
         assert (
             Session.of(viewer).state(layer).plane_table((plane,))["category"].tolist()

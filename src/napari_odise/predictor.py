@@ -12,54 +12,62 @@ keep the encoded per-query tensors, so a vocabulary change never runs the backbo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from napari_odise.image_input import to_rgb_uint8
+from napari_odise.errors import UserError
+from napari_odise.image_input import ImageInputError, to_rgb_uint8
 from napari_odise.model.odise import ODISE, EncodedImage
+from napari_odise.model.settings import InferenceSettings
+from napari_odise.models import ModelChoiceError
 from napari_odise.result import PanopticResult
-from napari_odise.vocabulary import Vocabulary
+from napari_odise.vocabulary import Vocabulary, VocabularyError
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# Named settings: the evaluation settings behind the paper's numbers, or the official demo's.
-DEMO_SETTINGS = {"overlap_threshold": 0.0, "alpha": 0.35, "beta": 0.65}
-# The settings that act after the backbone (classification and the panoptic merge).
-CLASSIFY_SETTINGS = ("overlap_threshold", "object_mask_threshold", "alpha", "beta")
 ProgressCallback = Callable[[str, int, int], None]
 
 
-class PredictorOutOfMemoryError(RuntimeError):
+class PredictorOutOfMemoryError(UserError, RuntimeError):
     """The GPU ran out of memory even with crops one at a time; the message lists what to try."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ModelChoiceError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
+        raise ModelChoiceError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
     return device
 
 
 class Predictor:
+    """One loaded model on one device. Run-time options are a frozen :class:`InferenceSettings`
+    passed to each call (default: the model's own, :attr:`settings`) and recorded on each result;
+    the predictor itself holds none, so widgets, the batch runner and scripts can share it. Calls
+    run one at a time (the backbone's feature taps are per model)."""
+
     def __init__(self, model: ODISE, device: str | torch.device = "auto", precision: str = "fp32", name: str | None = None):
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            raise ModelChoiceError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("fp16 needs a CUDA GPU; on the CPU use fp32 (or bf16)")
+            raise ModelChoiceError("fp16 needs a CUDA GPU; on the CPU use fp32 (or bf16)")
         self.precision = precision
         self.model = model.to(self.device).eval()
         self.name = name or model.config.name
-        self._evaluation_settings = replace(model.config.inference)
         self.encode_calls = 0  # how many times the backbone ran (tests and the UI count it)
+        self._lock = threading.RLock()
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -70,7 +78,8 @@ class Predictor:
         precision: str = "fp32",
         **load_options,
     ) -> "Predictor":
-        """A predictor for "official", "official-caption", "tiny", "tiny-caption" or a fine-tuned checkpoint file.
+        """A predictor for "official", "official-caption", "tiny", "tiny-caption", or the path of
+        an ODISE checkpoint in the official layout (the release's, a re-saved one, or a fine-tuned one).
 
         The official models need their weights (``napari-odise weights status`` says what is
         missing and where to put it); the tiny ones are random and need nothing.
@@ -81,39 +90,18 @@ class Predictor:
         return cls(model, device=device, precision=precision, name=str(name_or_path))
 
     # -- settings -----------------------------------------------------------------------------
-    def configure(self, settings: str | None = None, **overrides) -> None:
-        """Apply named settings ("evaluation" or "demo") and/or single inference options.
-
-        Options: overlap_threshold, object_mask_threshold, alpha, beta, short_edge, max_size,
-        crop_batch_size. Changing the resize options affects the next ``predict`` only.
-        """
-        if settings not in (None, "evaluation", "demo"):
-            raise ValueError(f"settings must be 'evaluation' or 'demo', got {settings!r}")
-        values = {}
-        if settings is not None:
-            values.update(vars(self._evaluation_settings))
-        if settings == "demo":
-            values.update(DEMO_SETTINGS)
-        values.update(overrides)
-        inference = self.model.config.inference
-        for key, value in values.items():
-            if not hasattr(inference, key):
-                raise ValueError(f"unknown inference option {key!r}")
-            setattr(inference, key, value)
+    @property
+    def settings(self) -> InferenceSettings:
+        """The model's own settings (the evaluation settings of its variant): the default of every call."""
+        return self.model.config.inference
 
     @property
-    def settings(self) -> dict:
-        return dict(vars(self.model.config.inference))
+    def variant(self) -> str:
+        return self.model.config.variant
 
-    @contextlib.contextmanager
-    def using(self, **overrides):
-        """Apply single inference options for a block, then restore the previous values."""
-        before = {name: value for name, value in self.settings.items() if name in overrides}
-        self.configure(**overrides)
-        try:
-            yield self
-        finally:
-            self.configure(**before)
+    def named_settings(self, name: str, **overrides) -> InferenceSettings:
+        """"evaluation" or "demo" for this model's variant, over its resolution options."""
+        return self.settings.with_name(name, self.variant).replace(**overrides)
 
     # -- inference ----------------------------------------------------------------------------
     def _autocast(self):
@@ -121,37 +109,43 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
 
-    def encode(self, image, progress: ProgressCallback | None = None, contrast_limits=None, plane=None) -> EncodedImage:
+    def encode(
+        self,
+        image,
+        progress: ProgressCallback | None = None,
+        contrast_limits=None,
+        plane=None,
+        settings: InferenceSettings | None = None,
+    ) -> EncodedImage:
         """Run the backbone and the mask decoder once (the expensive, vocabulary-free part)."""
+        settings = settings or self.settings
         rgb = to_rgb_uint8(image, contrast_limits=contrast_limits, plane=plane)
-        self.encode_calls += 1
-        try:
-            with self._autocast():
-                return self.model.encode(rgb, progress)
-        except torch.cuda.OutOfMemoryError:
-            return self._encode_low_memory(rgb, progress)
+        with self._lock:
+            self.encode_calls += 1
+            try:
+                with self._autocast():
+                    return self.model.encode(rgb, progress, settings)
+            except torch.cuda.OutOfMemoryError:
+                return self._encode_low_memory(rgb, progress, settings)
 
-    def _encode_low_memory(self, rgb: np.ndarray, progress) -> EncodedImage:
-        """The documented OOM fallback: free the cache, run crops one at a time, else explain."""
-        inference = self.model.config.inference
+    def _encode_low_memory(self, rgb: np.ndarray, progress, settings: InferenceSettings) -> EncodedImage:
+        """The documented OOM fallback: free the cache, run crops one at a time, else explain.
+        The result records the settings asked for: one crop at a time computes the same."""
         torch.cuda.empty_cache()
-        previous = inference.crop_batch_size
         log.warning("CUDA out of memory; retrying with one crop at a time")
-        inference.crop_batch_size = 1
         try:
             with self._autocast():
-                return self.model.encode(rgb, progress)
+                encoded = self.model.encode(rgb, progress, settings.replace(crop_batch_size=1))
+            return dataclasses.replace(encoded, settings=settings)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
             raise PredictorOutOfMemoryError(
                 "the GPU ran out of memory even with one crop at a time. Try, in this order: "
                 "precision='fp16' (or 'bf16'); a smaller test-time resize, e.g. "
-                "predictor.configure(short_edge=768) (fewer crops, slightly coarser masks); closing other "
+                "settings=predictor.settings.replace(short_edge=768) (fewer crops, slightly coarser masks); closing other "
                 "GPU programs; or device='cpu' (slow but always fits). Nothing was lost: the image and "
                 "your labels are untouched."
             ) from error
-        finally:
-            inference.crop_batch_size = previous
 
     def predict(
         self,
@@ -160,19 +154,30 @@ class Predictor:
         progress: ProgressCallback | None = None,
         contrast_limits=None,
         plane: int | None = None,
+        settings: InferenceSettings | None = None,
     ) -> PanopticResult:
         """Panoptic segmentation of one image with ``vocabulary``."""
-        encoded = self.encode(image, progress, contrast_limits=contrast_limits, plane=plane)
-        return self.classify(encoded, vocabulary, progress)
+        encoded = self.encode(image, progress, contrast_limits=contrast_limits, plane=plane, settings=settings)
+        return self.classify(encoded, vocabulary, progress, settings)
 
-    def classify(self, encoded: EncodedImage, vocabulary: Vocabulary, progress: ProgressCallback | None = None) -> PanopticResult:
-        """Class scores and the panoptic merge for already-encoded image tensors."""
+    def classify(
+        self,
+        encoded: EncodedImage,
+        vocabulary: Vocabulary,
+        progress: ProgressCallback | None = None,
+        settings: InferenceSettings | None = None,
+    ) -> PanopticResult:
+        """Class scores and the panoptic merge for already-encoded image tensors.
+
+        The result records ``settings`` with the resolution options the image was encoded with."""
+        settings = (settings or self.settings).replace(**encoded.settings.encode_part())
         if progress is not None:
             progress("classify", 0, 1)
         try:
-            embedding = self.embed(vocabulary)
-            logprobs = self.model.classify(encoded, embedding)
-            label_map, segments = self.model.panoptic(encoded, logprobs, embedding.isthing)
+            with self._lock:
+                embedding = self.embed(vocabulary)
+                logprobs = self.model.classify(encoded, embedding, settings)
+                label_map, segments = self.model.panoptic(encoded, logprobs, embedding.isthing, settings)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
             raise PredictorOutOfMemoryError(
@@ -196,8 +201,9 @@ class Predictor:
             info,
             vocabulary,
             encoded=encoded,
-            info={"model": self.name, "settings": self.settings},
             pixel_counts={s.id: s.area for s in segments},
+            settings=settings,
+            model=self.name,
         )
         if progress is not None:
             progress("classify", 1, 1)
@@ -206,22 +212,20 @@ class Predictor:
     def reclassify(self, result: PanopticResult, vocabulary: Vocabulary) -> PanopticResult:
         """The same image with another vocabulary, from the cached per-query tensors (no backbone).
 
-        Thresholds and ensemble weights are those the result was made with (its ``info``), so
-        the answer equals ``predict`` with that vocabulary whatever this predictor ran since.
+        Thresholds and ensemble weights are those the result was made with (``result.settings``),
+        so the answer equals ``predict`` with that vocabulary and those settings.
         """
         if result.encoded is None:
-            raise ValueError(
+            raise UserError(
                 "this result has no model tensors to reclassify (it was imported or edited from scratch); "
                 "run predict on the image instead"
             )
-        made_with = result.info.get("settings", {})
-        with self.using(**{name: made_with[name] for name in CLASSIFY_SETTINGS if name in made_with}):
-            return self.classify(result.encoded, vocabulary)
+        return self.classify(result.encoded, vocabulary, settings=result.settings)
 
     def embed(self, vocabulary: Vocabulary):
         """Text embeddings of a vocabulary (cached by string across calls)."""
         if len(vocabulary) == 0:
-            raise ValueError("the vocabulary is empty: add at least one category")
+            raise VocabularyError("the vocabulary is empty: add at least one category")
         return self.model.embed_vocabulary(
             vocabulary.synonym_lists(), [c.isthing for c in vocabulary], vocabulary.seen_mask()
         )
@@ -240,15 +244,15 @@ class Predictor:
         rgb = to_rgb_uint8(image, contrast_limits=contrast_limits)
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != rgb.shape[:2]:
-            raise ValueError(f"mask shape {mask.shape} differs from the image's {rgb.shape[:2]}")
+            raise ImageInputError(f"mask shape {mask.shape} differs from the image's {rgb.shape[:2]}")
         if not mask.any():
-            raise ValueError("the mask is empty: paint the segment first")
+            raise ImageInputError("the mask is empty: paint the segment first")
         image01 = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)[None].to(self.device)
         logits = torch.from_numpy(np.where(mask, 20.0, -20.0).astype(np.float32))[None, None].to(self.device)
         clip = self.model.clip
-        with self._autocast():
+        with self._lock, self._autocast():
             embed = clip_encoder.mask_embeddings(clip, image01, logits, self.model.config.clip)[0]
-        vocab = self.embed(vocabulary)
+            vocab = self.embed(vocabulary)
         scores = max_over_synonyms(
             scaled_cosine(embed.float().cpu(), vocab.photo, clip_encoder.logit_scale(clip).float().cpu()), vocab.counts
         ).softmax(-1)[0]

@@ -12,6 +12,7 @@ and kept, but they are not instances and exporters should skip them.
 from __future__ import annotations
 
 import copy as _copy
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ import pandas as pd
 from scipy import ndimage
 
 from napari_odise.colors import instance_shade
+from napari_odise.model.settings import InferenceSettings
 from napari_odise.vocabulary import Category, Vocabulary
 
 SEGMENT_COLUMNS = ["id", "category_id", "category", "isthing", "score", "area", "source"]
@@ -29,6 +31,14 @@ UNASSIGNED_NAME = "unassigned"
 UNLABELED_NAME = "unlabeled"
 _UNASSIGNED_RGB = (128, 128, 128)
 _BOUNDARY_SHIFT = 1  # boundaries at half the segment colour's brightness
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Which image a result belongs to: its name (a file stem or a layer name) and its file, if any."""
+
+    name: str | None = None
+    path: str | None = None
 
 
 def segments_table(
@@ -196,6 +206,8 @@ class PanopticResult:
     ``encoded`` holds the model's per-query tensors so the predictor can re-classify with a new
     vocabulary without re-running the backbone; this module never looks inside it.
     ``query_ids`` maps a segment id to the model queries it came from (edited segments: none).
+    ``model`` and ``settings`` say what made it (re-classification uses the same settings);
+    ``info`` carries what other formats bring along (crowd ids, supercategories, provenance).
     """
 
     label_map: np.ndarray
@@ -204,6 +216,9 @@ class PanopticResult:
     encoded: object | None = None
     query_ids: dict[int, list[int]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    settings: InferenceSettings | None = None
+    model: str | None = None
+    source: ImageSource = ImageSource()
 
     @classmethod
     def from_segments_info(
@@ -215,6 +230,7 @@ class PanopticResult:
         encoded: object | None = None,
         info: dict | None = None,
         pixel_counts: Mapping[int, int] | None = None,
+        **made_by,
     ) -> PanopticResult:
         """From a panoptic merge's output: a map of segment ids and one dict per segment
         (``id``, ``category_id``, ``isthing``, optional ``score`` and ``query_ids``).
@@ -223,6 +239,7 @@ class PanopticResult:
         Names and thing flags come from the vocabulary, the source of truth; areas from the map,
         or from ``pixel_counts`` (by segment id) when the caller counted them while painting it.
         Segments without pixels are dropped; a map id without a dict is an error.
+        ``made_by``: the ``settings``, ``model`` and ``source`` fields.
         """
         label_map = _as_label_map(label_map)
         segments_info = list(segments_info)
@@ -253,7 +270,7 @@ class PanopticResult:
             rows.append((segment_id, *fields, float(score), int(areas[segment_id]), "model"))
             query_ids[segment_id] = [int(q) for q in segment.get("query_ids", ())]
         table = segments_table(*zip(*rows)) if rows else segments_table()
-        result = cls(label_map, table, vocabulary, encoded, query_ids, dict(info or {}))
+        result = cls(label_map, table, vocabulary, encoded, query_ids, dict(info or {}), **made_by)
         result.validate(None if pixel_counts is None else areas)
         return result
 
@@ -363,10 +380,12 @@ class PanopticResult:
     # --- new results --------------------------------------------------------------------------
     def with_vocabulary(self, vocabulary: Vocabulary, segments: pd.DataFrame) -> PanopticResult:
         """Same map, model tensors and info, re-labelled under another vocabulary."""
-        result = PanopticResult(
-            self.label_map, segments, vocabulary, self.encoded,
-            {k: list(v) for k, v in self.query_ids.items() if k in set(segments["id"].tolist())},
-            dict(self.info),
+        result = dataclasses.replace(
+            self,
+            segments=segments,
+            vocabulary=vocabulary,
+            query_ids={k: list(v) for k, v in self.query_ids.items() if k in set(segments["id"].tolist())},
+            info=dict(self.info),
         )
         result.validate()
         return result
@@ -375,23 +394,24 @@ class PanopticResult:
         """After an edit (``refine``): query ids are kept for segments still untouched by edits,
         since an edited segment no longer is what those queries predicted."""
         untouched = set(segments.loc[segments["source"] == "model", "id"].tolist())
-        result = PanopticResult(
-            label_map, segments, self.vocabulary, self.encoded,
-            {k: list(v) for k, v in self.query_ids.items() if k in untouched},
-            dict(self.info),
+        result = dataclasses.replace(
+            self,
+            label_map=label_map,
+            segments=segments,
+            query_ids={k: list(v) for k, v in self.query_ids.items() if k in untouched},
+            info=dict(self.info),
         )
         result.validate()
         return result
 
     def copy(self) -> PanopticResult:
         """Independent map, table, query ids and info; ``encoded`` is shared (read-only tensors)."""
-        return PanopticResult(
-            self.label_map.copy(),
-            self.segments.copy(deep=True),
-            self.vocabulary,
-            self.encoded,
-            {k: list(v) for k, v in self.query_ids.items()},
-            _copy.deepcopy(self.info),
+        return dataclasses.replace(
+            self,
+            label_map=self.label_map.copy(),
+            segments=self.segments.copy(deep=True),
+            query_ids={k: list(v) for k, v in self.query_ids.items()},
+            info=_copy.deepcopy(self.info),
         )
 
 

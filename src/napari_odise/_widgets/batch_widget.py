@@ -28,11 +28,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .gl_compat import guard_triton
+from napari_odise.models import OFFERED_MODELS
 
-MODELS = ("official", "official-caption", "tiny")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16")
+from .gl_compat import guard_triton
+from .model_fields import ModelFields
 
 
 class _ProgressBridge(QObject):
@@ -44,7 +43,7 @@ class BatchWidget(QWidget):
         super().__init__()
         guard_triton()  # before PyTorch loads (see gl_compat)
         self.viewer = napari_viewer
-        self.model_settings: dict = {}  # extra inference options (e.g. short_edge) for scripted runs
+        self.model_settings: dict = {}  # resolution options (e.g. short_edge) over the model's own, for scripted runs
         self.worker = None
         self.summary = None
         self._cancel = threading.Event()
@@ -63,16 +62,8 @@ class BatchWidget(QWidget):
         self.output_edit = QLineEdit()
         self.output_edit.setPlaceholderText("output folder (an existing one resumes)")
         form.addRow("Output", _with_browse(self.output_edit, self._pick_output))
-        self.model_combo = QComboBox()
-        self.model_combo.addItems(MODELS)
-        self.model_combo.setToolTip("tiny: random weights, for trying the batch without the official weights")
-        form.addRow("Model", self.model_combo)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
-        form.addRow("Device", self.device_combo)
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(PRECISIONS)
-        form.addRow("Precision", self.precision_combo)
+        self.model_fields = ModelFields(form, OFFERED_MODELS)
+        self.model_combo, self.device_combo, self.precision_combo, self.settings_combo = self.model_fields.combos
         self.vocab_combo = QComboBox()
         self.vocab_combo.setEditable(True)
         from napari_odise.vocabulary import Vocabulary
@@ -127,7 +118,7 @@ class BatchWidget(QWidget):
     # -- running -----------------------------------------------------------------------------
     def run(self):
         """Start (or resume) the batch in a worker thread."""
-        from napari_odise.batch import BatchOptions, ModelSpec
+        from napari_odise.batch import BatchOptions
         from napari_odise.batch.vocabularies import load_vocabulary
         from napari_odise.errors import UserError
 
@@ -140,10 +131,12 @@ class BatchWidget(QWidget):
         except (UserError, OSError) as error:  # a refused vocabulary, or a file that cannot be read
             self.status.setText(f"Vocabulary: {error}")
             return
-        spec = ModelSpec.create(
-            self.model_combo.currentText(), self.device_combo.currentText(), self.precision_combo.currentText(),
-            **self.model_settings,
-        )
+        choice = self.model_fields.choice()
+        try:
+            spec = choice.spec
+        except UserError as error:
+            self.status.setText(f"Model: {error}")
+            return
         options = BatchOptions(
             recursive=self.recursive_box.isChecked(),
             pattern=self.glob_edit.text().strip() or None,
@@ -157,6 +150,7 @@ class BatchWidget(QWidget):
         self.status.setText("Finding images and loading the model...")
         self.worker = create_worker(
             _run_or_explain, [Path(inputs)], Path(out), vocabulary, spec, options,
+            settings_name=choice.settings, settings_changes=dict(self.model_settings),
             progress=self._bridge.progress.emit, cancel=self._cancel, _start_thread=False,
         )
         self.worker.returned.connect(self._finished)
@@ -202,14 +196,18 @@ class _Refused:
     reason: str
 
 
-def _run_or_explain(*args, **kwargs):
-    """run_batch, with "cannot run as asked" errors turned into a reason for the status line
-    (raised, napari would report them as crashes; returned as exceptions, superqt raises them)."""
+def _run_or_explain(inputs, out, vocabulary, spec, options, settings_name, settings_changes, **kwargs):
+    """run_batch with the process's shared model (the Segment widget's, if it loaded the same),
+    and "cannot run as asked" errors turned into a reason for the status line (raised, napari
+    would report them as crashes; returned as exceptions, superqt raises them)."""
     from napari_odise.batch import run_batch
     from napari_odise.errors import UserError
+    from napari_odise.pool import default_pool
 
     try:
-        return run_batch(*args, **kwargs)
+        predictor = default_pool().get(spec)
+        settings = predictor.named_settings(settings_name, **settings_changes)
+        return run_batch(inputs, out, vocabulary, predictor, options, settings=settings, **kwargs)
     except UserError as error:
         return _Refused(str(error))
 

@@ -20,16 +20,16 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from napari_odise.errors import InvalidInputError
+from napari_odise.models import DEVICES, PRECISIONS
 from napari_odise.train.criterion import LossWeights
 from napari_odise.train.finetune import FinetuneConfig
 
 from .checkpoints import Checkpoints
 from .folder_field import FolderField
 
-BASE_MODELS = ("official", "tiny")
+BASE_MODELS = ("official", "tiny")  # the sizes fine-tuning starts from (the caption model cannot be fine-tuned)
 CHECKPOINT_ITEM = "model.pth file..."
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16")
+
 SCHEDULES = ("step", "cosine", "constant")
 
 

@@ -34,16 +34,12 @@ from .gl_compat import guard_triton
 from .job import Job, Progress
 from .overlays import NamesOverlay, SemanticOverlay
 from .planes import all_planes, current_plane, labels_shape
-from .session import DEVICES, MODELS, PRECISIONS, SETTINGS, ModelChoice, Session
+from .model_fields import ModelFields
+from .session import MODELS, ModelChoice, Session
 from .vocabulary_widget import VocabularyWidget
 
 CHECKPOINT_ITEM = "fine-tuned checkpoint..."
 CURRENT_PLANE, ALL_PLANES = "current plane", "all planes"
-_MODEL_HELP = (
-    "official: ODISE label model (needs the official weights: `napari-odise weights status` says "
-    "which files and where). official-caption: the caption-trained variant. tiny: random weights, "
-    "for trying the plugin without weights (its segments are meaningless)."
-)
 
 
 class SegmentWidget(QWidget):
@@ -69,31 +65,10 @@ class SegmentWidget(QWidget):
         self.planes_combo.addItems([CURRENT_PLANE, ALL_PLANES])
         self.planes_combo.setToolTip("For stacks: segment the plane on screen, or every plane in turn")
         form.addRow("Planes", self.planes_combo)
-        self.model_combo = QComboBox()
-        self.model_combo.addItems([*MODELS, *self.session.checkpoints, CHECKPOINT_ITEM])
-        self.model_combo.setToolTip(_MODEL_HELP)
+        self.model_fields = ModelFields(form, [*MODELS, *self.session.checkpoints, CHECKPOINT_ITEM])
+        self.model_combo, self.device_combo, self.precision_combo, self.settings_combo = self.model_fields.combos
         self.model_combo.activated.connect(self._maybe_pick_checkpoint)
-        form.addRow("Model", self.model_combo)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
-        self.device_combo.setToolTip("auto: the GPU when PyTorch sees one, else the CPU (slow)")
-        form.addRow("Device", self.device_combo)
-        self.precision_combo = QComboBox()
-        self.precision_combo.addItems(PRECISIONS)
-        self.precision_combo.setToolTip(
-            "fp16/bf16: mixed precision (autocast), faster on recent GPUs with smaller activations; "
-            "weights stay fp32. fp16 needs a CUDA GPU"
-        )
-        form.addRow("Precision", self.precision_combo)
-        self.settings_combo = QComboBox()
-        self.settings_combo.addItems(SETTINGS)
-        self.settings_combo.setToolTip(
-            "evaluation: the paper's settings (ensemble 0.3/0.7, kept-area threshold 0.8); "
-            "demo: the official demo's (0.35/0.65, threshold 0: fewer holes, more small segments)"
-        )
-        form.addRow("Settings", self.settings_combo)
-
-        for combo in (self.model_combo, self.device_combo, self.precision_combo, self.settings_combo):
+        for combo in self.model_fields.combos:
             combo.currentTextChanged.connect(self._store_choice)
 
         self.vocabulary_widget = VocabularyWidget(self.session.vocabulary)
@@ -142,12 +117,7 @@ class SegmentWidget(QWidget):
         return layer if isinstance(layer, Image) else None
 
     def choice(self) -> ModelChoice:
-        return ModelChoice(
-            self.model_combo.currentText(),
-            self.device_combo.currentText(),
-            self.precision_combo.currentText(),
-            self.settings_combo.currentText(),
-        )
+        return self.model_fields.choice()
 
     def _store_choice(self, *args) -> None:
         self.session.choice = self.choice()

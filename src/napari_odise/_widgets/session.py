@@ -1,5 +1,5 @@
-"""What the widgets of one viewer share, without Qt: loaded predictors, the vocabulary being
-edited, the fine-tuned checkpoints the model lists offer, and which Labels layer holds which
+"""What the widgets of one viewer share, without Qt: the model pool (one loaded copy of each
+model for every widget and the batch runner), the vocabulary being edited, the fine-tuned checkpoints the model lists offer, and which Labels layer holds which
 image's segmentation.
 
 Testable with ``napari.components.ViewerModel()``. Work that takes long (loading a model,
@@ -9,7 +9,6 @@ segmenting, re-classifying) is written as functions the widgets run in napari th
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,7 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from napari_odise.predictor import Predictor
+from napari_odise.models import DEVICES, OFFERED_MODELS, PRECISIONS, SETTINGS_NAMES, ModelSpec
+from napari_odise.errors import UserError
+from napari_odise.pool import ModelPool, default_pool
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary
 
@@ -27,39 +28,36 @@ from .layer_state import SegmentationLayer, initial_labels
 from .planes import PlaneKey, image_plane, labels_shape
 from .vocabulary_model import VocabularyModel
 
-MODELS = ("official", "official-caption", "tiny")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "fp16", "bf16")
-SETTINGS = ("evaluation", "demo")
-# Resolution options are the user's (or a test's) choice; "evaluation"/"demo" only switch the
-# ensemble weights and the panoptic merge's kept-area threshold.
-_GEOMETRY = ("short_edge", "max_size", "crop_size", "crop_batch_size", "mask_cache_mb")
+MODELS = OFFERED_MODELS
+SETTINGS = SETTINGS_NAMES
 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    model: str = "official"  # a name in MODELS or a fine-tuned checkpoint path
+    """A widget's model choice: which model (a :class:`ModelSpec`'s fields) and the named settings.
+    "evaluation"/"demo" switch only the ensemble weights and the merge's kept-area threshold; the
+    resolution options are the loaded model's own (a script or test may load one with others)."""
+
+    model: str = "official"  # a name in MODELS or a checkpoint path
     device: str = "auto"
     precision: str = "fp32"
     settings: str = "evaluation"
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.model, self.device, self.precision)
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.model, self.device, self.precision)
 
 
 class Session:
     _sessions: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
 
-    def __init__(self, viewer):
+    def __init__(self, viewer, pool: ModelPool | None = None):
         self.viewer = viewer
-        self.predictors: dict[tuple[str, str, str], Predictor] = {}
+        self._pool = pool
         self.vocabulary = VocabularyModel()
         self.choice = ModelChoice()  # the Segment widget's model choice (re-score of adopted layers)
         self.checkpoints = Checkpoints()  # fine-tuned models offered next to the official ones
         self.states: dict[int, SegmentationLayer] = {}  # by id() of the Labels layer
-        # One model run at a time: a re-score or re-label waits for a running segmentation.
-        self.model_lock = threading.Lock()
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     @classmethod
@@ -69,25 +67,23 @@ class Session:
             cls._sessions[viewer] = cls(viewer)
         return cls._sessions[viewer]
 
-    # --- predictors ----------------------------------------------------------------------------
-    def predictor(self, choice: ModelChoice) -> Predictor:
+    # --- models --------------------------------------------------------------------------------
+    @property
+    def pool(self) -> ModelPool:
+        """The process's model pool (shared with the Batch widget and the batch runner), unless
+        this session was given its own."""
+        return self._pool if self._pool is not None else default_pool()
+
+    def predictor(self, choice: ModelChoice):
         """The loaded predictor for a choice (loads it the first time: run in a worker)."""
-        if choice.key not in self.predictors:
-            self.predictors[choice.key] = Predictor.from_pretrained(
-                choice.model, device=choice.device, precision=choice.precision
-            )
-        predictor = self.predictors[choice.key]
-        geometry = {k: v for k, v in predictor.settings.items() if k in _GEOMETRY}
-        predictor.configure(choice.settings, **geometry)
-        return predictor
+        return self.pool.get(choice.spec)
 
     def add_checkpoint(self, path) -> str:
-        """Offer a fine-tuned checkpoint in the model lists. Predictors loaded from that path
-        before are dropped: the file may have been rewritten (fine-tuning again into the same
-        folder), and the next run must load what is there now."""
+        """Offer a fine-tuned checkpoint in the model lists. Models loaded from that path before
+        are freed: the file may have been rewritten (fine-tuning again into the same folder), and
+        the next run must load what is there now."""
         path = self.checkpoints.add(path)
-        for key in [key for key in self.predictors if key[0] == path]:
-            del self.predictors[key]
+        self.pool.release(path)
         return path
 
     # --- layers --------------------------------------------------------------------------------
@@ -119,20 +115,21 @@ class Session:
 
         def work(report):
             report(Progress("load", 0, 1, 0, len(planes)))
-            with self.model_lock:
-                predictor = self.predictor(choice)
-                results = {}
-                for index, key in enumerate(planes):
+            predictor = self.predictor(choice)
+            settings = predictor.named_settings(choice.settings)
+            results = {}
+            for index, key in enumerate(planes):
 
-                    def progress(stage, done, total, index=index):
-                        report(Progress(stage, done, total, index, len(planes)))
+                def progress(stage, done, total, index=index):
+                    report(Progress(stage, done, total, index, len(planes)))
 
-                    results[key] = predictor.predict(
-                        image_plane(image_layer, key),
-                        vocabulary,
-                        progress=progress,
-                        contrast_limits=contrast_limits,
-                    )
+                results[key] = predictor.predict(
+                    image_plane(image_layer, key),
+                    vocabulary,
+                    progress=progress,
+                    contrast_limits=contrast_limits,
+                    settings=settings,
+                )
             return results
 
         return work
@@ -148,8 +145,8 @@ class Session:
         "<image> panoptic"); on later runs edits are kept by :mod:`.relabel`'s rule."""
         info = {**asdict(choice), "image": image_layer.name}
         first = next(iter(results.values()), None)
-        if first is not None:
-            info["inference"] = first.info.get("settings", {})
+        if first is not None and first.settings is not None:
+            info["inference"] = first.settings.to_dict()
         existing = self.result_layer(image_layer)
         if existing is not None:
             self.states[id(existing)].apply_results(results, vocabulary, info)
@@ -178,14 +175,14 @@ class Session:
     ) -> Callable[[], dict[PlaneKey, PanopticResult]] | None:
         """Re-classification of a layer's planes under a new vocabulary from the cached model
         tensors (no backbone run), or None when the layer has none (then only names change)."""
-        predictor = self.predictors.get(_choice_key(state.info))
+        choice = _recorded_choice(state.info)
+        predictor = None if choice is None else self.pool.peek(choice.spec)
         if predictor is None or not state.model_results:
             return None
         planes = dict(state.model_results)
 
         def work():
-            with self.model_lock:
-                return {key: predictor.reclassify(result, vocabulary) for key, result in planes.items()}
+            return {key: predictor.reclassify(result, vocabulary) for key, result in planes.items()}
 
         return work
 
@@ -204,26 +201,26 @@ class Session:
         mask = np.asarray(state.plane(key)) == segment_id
         picture = image_plane(image_layer, key)
         limits = None if image_layer.rgb else tuple(image_layer.contrast_limits)
-        choice = (
-            self.choice
-            if _choice_key(state.info) is None
-            else ModelChoice(
-                **{k: state.info[k] for k in ("model", "device", "precision", "settings") if k in state.info}
-            )
-        )
+        choice = _recorded_choice(state.info) or self.choice
         vocabulary = state.vocabulary
 
         def work():
-            with self.model_lock:
-                return self.predictor(choice).rescore(picture, mask, vocabulary, contrast_limits=limits)
+            return self.predictor(choice).rescore(picture, mask, vocabulary, contrast_limits=limits)
 
         return work
 
 
-def _choice_key(info: dict) -> tuple[str, str, str] | None:
+def _recorded_choice(info: dict) -> ModelChoice | None:
+    """The model choice a layer's metadata records (None when it has none, or a model file is gone)."""
     if not all(k in info for k in ("model", "device", "precision")):
         return None
-    return (info["model"], info["device"], info["precision"])
+    fields = {k: info[k] for k in ("model", "device", "precision", "settings") if k in info}
+    try:
+        choice = ModelChoice(**fields)
+        choice.spec  # noqa: B018 - checks the model name or file
+    except UserError:
+        return None
+    return choice
 
 
 __all__ = ["DEVICES", "MODELS", "PRECISIONS", "SETTINGS", "ModelChoice", "Session"]

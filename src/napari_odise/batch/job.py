@@ -9,6 +9,7 @@ files missing but labels stored means only writing files.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +21,7 @@ from napari_odise.batch.reading import Item, read_item
 from napari_odise.batch.store import BatchStore, storage_roundtrip
 from napari_odise.errors import Cancelled, UserError
 from napari_odise.image_input import to_rgb_uint8
+from napari_odise.model.settings import InferenceSettings
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary
 
@@ -34,6 +36,7 @@ class BatchCancelled(Cancelled):
 class BatchJob:
     out: Path
     model: ModelSpec
+    settings: InferenceSettings
     vocabulary_json: str
     labels: str  # the labelset id: vocabulary + classification settings
     store: bool = True
@@ -84,7 +87,7 @@ class ItemProcessor:
             return Outcome(item.key, False, describe(error), time.perf_counter() - start)
         labels = None
         if self.job.coco:  # without the tensors: they stay in the store, not in the message
-            labels = PanopticResult(result.label_map, result.segments, result.vocabulary, None, result.query_ids, result.info)
+            labels = dataclasses.replace(result, encoded=None)
         return Outcome(item.key, True, "", time.perf_counter() - start, labels)
 
     def _process(self, item: Item, cancel) -> PanopticResult:
@@ -97,10 +100,10 @@ class ItemProcessor:
             if store is not None and store.has_embeddings(key):
                 encoded = store.load_encoded(key)
             else:
-                encoded = self.predictor.encode(rgb, progress=_cancel_check(cancel))
+                encoded = self.predictor.encode(rgb, progress=_cancel_check(cancel), settings=self.job.settings)
                 if store is not None:
                     encoded = storage_roundtrip(encoded, store.header["embeddings"])
-            result = self.predictor.classify(encoded, self.job.vocabulary)
+            result = self.predictor.classify(encoded, self.job.vocabulary, settings=self.job.settings)
             if store is not None:
                 if not store.has_image(key):
                     store.write_image(key, item.file_key, item.page, rgb.shape[:2], encoded)

@@ -1,81 +1,21 @@
-"""Which model a batch runs, as a small picklable value, and loading it once per process.
-
-A dask worker gets a :class:`ModelSpec`, not a model: each worker process loads the predictor
-the first time it needs it and keeps it for every later image (the cache below is per process).
+"""The batch runner's model: a :class:`~napari_odise.models.ModelSpec` (picklable, what a dask
+worker receives) and the process's model pool, so each worker process loads it once and a run
+inside napari shares the widgets' loaded model instead of loading a second copy.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from dataclasses import dataclass
-from pathlib import Path
+from napari_odise.models import ModelSpec
+from napari_odise.pool import default_pool
 
-from napari_odise.batch.store import CLASSIFY_SETTINGS, ENCODE_SETTINGS
-
-_CACHE: dict = {}
-_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str = "official"  # "official", "official-caption", "tiny", ... or a checkpoint path
-    device: str = "auto"
-    precision: str = "fp32"
-    preset: str | None = None  # named settings: "evaluation" or "demo"
-    settings: tuple[tuple[str, object], ...] = ()  # single inference options, applied after
-
-    @classmethod
-    def create(cls, name="official", device="auto", precision="fp32", preset=None, **settings) -> ModelSpec:
-        return cls(str(name), str(device), precision, preset, tuple(sorted(settings.items())))
-
-    @classmethod
-    def of(cls, predictor) -> ModelSpec:
-        """The spec that rebuilds a loaded predictor elsewhere (same weights, same settings)."""
-        current = predictor.settings
-        names = (*ENCODE_SETTINGS, *CLASSIFY_SETTINGS, "crop_batch_size")
-        return cls.create(predictor.name, predictor.device.type, predictor.precision, **{n: current[n] for n in names})
-
-    def resolved_settings(self) -> dict:
-        """All inference settings this spec gives, without loading any weights."""
-        from napari_odise.model.config import ODISEConfig, get_config
-        from napari_odise.predictor import DEMO_SETTINGS
-
-        try:
-            config = get_config(self.name)
-        except ValueError:
-            from napari_odise.checkpoints.loading import finetuned_config_path
-
-            config_file = finetuned_config_path(Path(self.name))
-            if not config_file.is_file():
-                raise ValueError(
-                    f"unknown model {self.name!r}: use official, official-caption, tiny, tiny-caption "
-                    "or a checkpoint saved by napari-odise (with its .config.json next to it)"
-                ) from None
-            config = ODISEConfig.from_dict(json.loads(config_file.read_text())["config"])
-        values = dict(vars(config.inference))
-        if self.preset == "demo":
-            values.update(DEMO_SETTINGS)
-        values.update(dict(self.settings))
-        return values
-
-    def load(self):
-        from napari_odise.predictor import Predictor
-
-        predictor = Predictor.from_pretrained(self.name, device=self.device, precision=self.precision)
-        if self.preset or self.settings:
-            predictor.configure(self.preset, **dict(self.settings))
-        return predictor
+__all__ = ["ModelSpec", "load_predictor", "worker_device"]
 
 
 def load_predictor(spec: ModelSpec, device: str | None = None):
-    """The predictor for ``spec`` in this process, loaded on first use (thread-safe)."""
+    """The predictor for ``spec`` in this process (the shared pool's; loaded on first use)."""
     if device is not None and device != spec.device:
-        spec = ModelSpec(spec.name, device, spec.precision, spec.preset, spec.settings)
-    with _LOCK:
-        if spec not in _CACHE:
-            _CACHE[spec] = spec.load()
-        return _CACHE[spec]
+        spec = spec.on(device)
+    return default_pool().get(spec)
 
 
 def worker_device(device: str) -> str:

@@ -16,21 +16,22 @@ from napari_odise.batch.job import BatchCancelled, describe
 from napari_odise.batch.lock import folder_lock
 from napari_odise.batch.models import ModelSpec, load_predictor
 from napari_odise.batch.progress import BatchProgress, ProgressCallback
-from napari_odise.batch.store import CLASSIFY_SETTINGS, BatchStore, StoreError, labelset_id
+from napari_odise.batch.store import BatchStore, StoreError, labelset_id
 from napari_odise.batch.summary import BatchSummary, Failure
+from napari_odise.model.settings import InferenceSettings
 from napari_odise.vocabulary import Vocabulary
 
 
 def store_model_spec(store: BatchStore, device: str = "auto") -> ModelSpec:
     header = store.header
-    return ModelSpec.create(header["model"], device, header["precision"], **header["encode_settings"])
+    return ModelSpec(header["model"], device, header["precision"])
 
 
 def relabel_store(
     store_path: str | os.PathLike,
     vocabulary: Vocabulary,
     predictor=None,
-    settings: dict | None = None,
+    settings: dict | str | None = None,
     device: str = "auto",
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -38,7 +39,8 @@ def relabel_store(
     """Give every image of the store labels under ``vocabulary``.
 
     ``settings`` changes classification settings (overlap_threshold, object_mask_threshold,
-    alpha, beta); by default the store's are kept. ``predictor``: a loaded one (its weights must
+    alpha, beta), or names them ("evaluation", "demo" for the store's model); by default the
+    store's are kept. ``predictor``: a loaded one (its weights must
     be the store's model), else the store's model is loaded on ``device``; only its text encoder
     and heads are used.
     """
@@ -48,10 +50,15 @@ def relabel_store(
             f"{store.path} was written with --embeddings none, so it has no tensors to re-label from; "
             "run segment again with another --out"
         )
-    classify = {**store.labelset()[1], **(settings or {})}
-    unknown = set(classify) - set(CLASSIFY_SETTINGS)
+    if isinstance(settings, str):
+        variant = store_model_spec(store, device).variant
+        settings = InferenceSettings.named(settings, variant).classify_part()
+    unknown = set(settings or {}) - set(InferenceSettings.CLASSIFY)
     if unknown:
-        raise ValueError(f"unknown classification settings: {sorted(unknown)}; use {CLASSIFY_SETTINGS}")
+        raise StoreError(
+            f"unknown classification settings: {sorted(unknown)}; use {', '.join(InferenceSettings.CLASSIFY)}"
+        )
+    classify = store.labelset()[1].replace(**(settings or {}))
     target = labelset_id(vocabulary, classify)
     summary = BatchSummary()
     started = time.perf_counter()
@@ -66,8 +73,7 @@ def relabel_store(
         if pending:
             predictor = predictor or load_predictor(store_model_spec(store, device))
             try:
-                with predictor.using(**classify):
-                    _relabel(store, pending, vocabulary, target, predictor, summary, progress, cancel)
+                _relabel(store, pending, vocabulary, target, classify, predictor, summary, progress, cancel)
             except BatchCancelled:
                 summary.cancelled = True
         if not summary.failed and not summary.cancelled:
@@ -79,13 +85,13 @@ def relabel_store(
     return summary
 
 
-def _relabel(store, keys, vocabulary, target, predictor, summary, progress, cancel) -> None:
+def _relabel(store, keys, vocabulary, target, settings, predictor, summary, progress, cancel) -> None:
     start = time.perf_counter()
     for done, key in enumerate(keys, 1):
         if cancel is not None and cancel.is_set():
             raise BatchCancelled()
         try:
-            result = predictor.classify(store.load_encoded(key), vocabulary)
+            result = predictor.classify(store.load_encoded(key), vocabulary, settings=settings)
             store.write_labels(key, result, target)
             summary.done.append(key)
         except Exception as error:  # noqa: BLE001 - reported, the others go on

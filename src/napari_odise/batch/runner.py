@@ -28,19 +28,17 @@ from napari_odise.batch.progress import BatchProgress, ProgressCallback
 from napari_odise.batch.publish import partial_root
 from napari_odise.batch.reading import ImageReadError, Item, expand
 from napari_odise.batch.store import (
-    CLASSIFY_SETTINGS,
     EMBEDDING_DTYPES,
-    ENCODE_SETTINGS,
     STORE_FORMAT,
     BatchStore,
     StoreError,
     header_differences,
     labelset_id,
-    pick,
 )
 from napari_odise.batch.summary import BatchSummary, Failure
 from napari_odise.atomic import remove_stale_temporaries
 from napari_odise.errors import InvalidInputError
+from napari_odise.model.settings import InferenceSettings
 from napari_odise.vocabulary import Vocabulary
 
 
@@ -68,10 +66,10 @@ def _resolve_model(model) -> tuple[ModelSpec, object | None]:
     from napari_odise.predictor import Predictor
 
     if isinstance(model, Predictor):
-        return ModelSpec.of(model), model
+        return ModelSpec(model.name, model.device.type, model.precision), model
     if isinstance(model, ModelSpec):
         return model, None
-    return ModelSpec.create(str(model)), None
+    return ModelSpec(str(model)), None
 
 
 def plan_files(inputs: Sequence[str | os.PathLike], out: Path, options: BatchOptions):
@@ -149,10 +147,12 @@ def run_batch(
     options: BatchOptions | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    settings: InferenceSettings | None = None,
 ) -> BatchSummary:
     """Segment every image of ``inputs`` into ``out``; see the module docstring and docs/batch.md.
 
-    ``model``: a loaded Predictor (used as it is), a ModelSpec or a model name. ``cancel``: set it
+    ``model``: a loaded Predictor (used as it is), a ModelSpec or a model name; ``settings``: how
+    it runs (default: the model's evaluation settings), recorded in the outputs. ``cancel``: set it
     to stop after (or during) the current image; the summary says ``cancelled`` and a later run
     resumes.
     """
@@ -165,11 +165,14 @@ def run_batch(
         raise InvalidInputError("nothing to write: enable the store, the per-image files or the COCO dataset")
     out = Path(out).resolve()
     spec, predictor = _resolve_model(model)
-    settings = spec.resolved_settings()
+    if settings is None:
+        settings = predictor.settings if predictor is not None else spec.settings()
     header = _header(spec, settings, options.embeddings, labelset_id(vocabulary, settings))
-    manifest = {**header, "vocabulary": vocabulary.name, "classify_settings": pick(settings, CLASSIFY_SETTINGS)}
+    manifest = {**header, "vocabulary": vocabulary.name, "classify_settings": settings.classify_part()}
     files = plan_files(inputs, out, options)
-    job = BatchJob(out, spec, vocabulary.to_json(), header["labels"], options.store, options.writes_files, options.coco)
+    job = BatchJob(
+        out, spec, settings, vocabulary.to_json(), header["labels"], options.store, options.writes_files, options.coco
+    )
     summary = BatchSummary(shard=_shard_text(options.shard))
     started = time.perf_counter()
     with folder_lock(out):
@@ -199,13 +202,13 @@ def run_batch(
     return summary
 
 
-def _header(spec: ModelSpec, settings: dict, embeddings: str, labels: str) -> dict:
+def _header(spec: ModelSpec, settings: InferenceSettings, embeddings: str, labels: str) -> dict:
     """What makes results comparable: the store's header and the folder manifest's core."""
     return {
         "format": STORE_FORMAT,
         "model": spec.name,
         "precision": spec.precision,
-        "encode_settings": pick(settings, ENCODE_SETTINGS),
+        "encode_settings": settings.encode_part(),
         "embeddings": embeddings,
         "labels": labels,
     }

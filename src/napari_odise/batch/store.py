@@ -24,6 +24,7 @@ written last, is checked as well.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ from napari_odise.errors import UserError
 from napari_odise.io.stable_json import dumps as stable_dumps
 from napari_odise.model.odise import EncodedImage
 from napari_odise.model.postprocess import MaskGeometry
-from napari_odise.predictor import CLASSIFY_SETTINGS
+from napari_odise.model.settings import InferenceSettings
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary
 
@@ -48,7 +49,6 @@ STORE_FORMAT = 1
 HEADER_KEY = "napari_odise_batch"
 EMBEDDING_DTYPES = ("float32", "float16", "none")
 # Settings that change what encode() computes, and those that change only classify() + merge.
-ENCODE_SETTINGS = ("short_edge", "max_size", "crop_size", "size_divisibility")
 _TENSORS = ("mask_logits", "mask_embed", "clip_mask_embed", "class_logits")
 _LABEL_CHUNK = 2048
 _CHUNK_BYTES = 64 * 2**20
@@ -64,15 +64,11 @@ def safe_name(key: str) -> str:
     return f"{readable}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:10]}"
 
 
-def pick(settings: dict, names: tuple[str, ...]) -> dict:
-    return {name: settings[name] for name in names}
-
-
-def labelset_id(vocabulary: Vocabulary, classify_settings: dict) -> str:
+def labelset_id(vocabulary: Vocabulary, settings: InferenceSettings) -> str:
     """Hash of the categories (not the vocabulary's display name, which equality ignores too)
     and the classification settings."""
     categories = [c.to_dict() for c in vocabulary]
-    text = stable_dumps(categories) + stable_dumps(pick(classify_settings, CLASSIFY_SETTINGS))
+    text = stable_dumps(categories) + stable_dumps(settings.classify_part())
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -94,14 +90,12 @@ def storage_roundtrip(encoded: EncodedImage, embeddings: str) -> EncodedImage:
     def rounded(tensor):
         return None if tensor is None else tensor.to(torch.float16).to(torch.float32)
 
-    return EncodedImage(
+    return dataclasses.replace(
+        encoded,
         mask_logits=rounded(encoded.mask_logits),
         mask_embed=rounded(encoded.mask_embed),
         clip_mask_embed=rounded(encoded.clip_mask_embed),
-        logit_scale=encoded.logit_scale,
-        clip_logit_scale=encoded.clip_logit_scale,
         class_logits=rounded(encoded.class_logits),
-        geometry=encoded.geometry,
     )
 
 
@@ -166,7 +160,7 @@ class BatchStore:
 
     @classmethod
     def open_or_create(
-        cls, path: str | os.PathLike, header: dict, vocabulary: Vocabulary, classify_settings: dict
+        cls, path: str | os.PathLike, header: dict, vocabulary: Vocabulary, settings: InferenceSettings
     ) -> BatchStore:
         """The store at ``path``, created if missing; refused if it holds other results."""
         path = Path(path)
@@ -184,7 +178,7 @@ class BatchStore:
                 f"{path} holds results made differently ({'; '.join(differences)}). Use another output "
                 "folder, or `napari-odise relabel` to change the store's vocabulary first."
             )
-        store.ensure_labelset(header["labels"], vocabulary, classify_settings)
+        store.ensure_labelset(header["labels"], vocabulary, settings)
         return store
 
     def clear_partials(self) -> int:
@@ -199,19 +193,20 @@ class BatchStore:
     def _labelset_path(self, labels: str) -> Path:
         return self.path / "labels" / labels
 
-    def ensure_labelset(self, labels: str, vocabulary: Vocabulary, classify_settings: dict) -> None:
+    def ensure_labelset(self, labels: str, vocabulary: Vocabulary, settings: InferenceSettings) -> None:
         folder = self._labelset_path(labels)
         if folder.exists():
             return
         partial = new_partial_folder(self.path)
         zarr_compat.create_group(
             partial,
-            {"vocabulary": json.loads(vocabulary.to_json()), "classify_settings": pick(classify_settings, CLASSIFY_SETTINGS), "complete": True},
+            {"vocabulary": json.loads(vocabulary.to_json()), "classify_settings": settings.classify_part(), "complete": True},
         )
         publish(partial, folder, _is_complete)
 
-    def labelset(self, labels: str | None = None) -> tuple[Vocabulary, dict]:
-        """(vocabulary, classify settings) of a labelset (default: the current one)."""
+    def labelset(self, labels: str | None = None) -> tuple[Vocabulary, InferenceSettings]:
+        """(vocabulary, settings) of a labelset (default: the current one): its classification
+        settings with the store's resolution options."""
         labels = labels or self.labels
         if labels not in self._labelsets:
             folder = self._labelset_path(labels)
@@ -220,13 +215,18 @@ class BatchStore:
             attrs = zarr_compat.read_attrs(zarr_compat.open_group(folder))
             self._labelsets[labels] = (
                 Vocabulary.from_json(json.dumps(attrs["vocabulary"])),
-                attrs["classify_settings"],
+                self.encode_settings.replace(**attrs["classify_settings"]),
             )
         return self._labelsets[labels]
 
     @property
     def vocabulary(self) -> Vocabulary:
         return self.labelset()[0]
+
+    @property
+    def encode_settings(self) -> InferenceSettings:
+        """The settings the store's tensors were encoded with (its resolution options)."""
+        return InferenceSettings.from_dict(self.header["encode_settings"])
 
     def labelset_ids(self) -> list[str]:
         folder = self.path / "labels"
@@ -351,6 +351,7 @@ class BatchStore:
                 input_size=tuple(geometry["input_size"]),
                 output_size=tuple(geometry["output_size"]),
             ),
+            settings=self.encode_settings,
         )
 
     def load_labels(self, key: str, labels: str | None = None) -> tuple[np.ndarray, list[dict]]:
@@ -365,17 +366,14 @@ class BatchStore:
         label_map, rows = self.load_labels(key, labels)
         vocabulary, settings = self.labelset(labels)
         encoded = self.load_encoded(key) if with_encoded else None
-        info = {
-            "model": self.header["model"],
-            "settings": {**self.header["encode_settings"], **settings},
-            "key": key,
-        }
         return PanopticResult.from_segments_info(
             label_map,
             [{**row, "score": np.nan if row["score"] is None else row["score"]} for row in rows],
             vocabulary,
             encoded=encoded,
-            info=info,
+            info={"key": key},
+            settings=settings,
+            model=self.header["model"],
         )
 
     # -- copying between stores (merge) ---------------------------------------------------------

@@ -12,6 +12,8 @@ import threading
 from contextlib import contextmanager
 
 from napari_odise.cli.refusals import INTERRUPTED, refuse
+from napari_odise.models import DEVICES, PRECISIONS
+
 
 
 def register(subparsers) -> None:
@@ -35,13 +37,13 @@ def register(subparsers) -> None:
     parser.add_argument("--grad-clip", type=float, default=0.01, help="max gradient norm (ODISE: 0.01; 0 = off)")
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--schedule", choices=["step", "cosine", "constant"], default="step")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="mixed precision (GPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="mixed precision (GPU) (default: fp32)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, ~30%% slower")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out for PQ")
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--num-points", type=int, default=12544, help="points per mask for the mask losses")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)}, cuda:1, ... (default: auto)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-resume", action="store_true", help="start over even if DIR/last.pt exists")
     parser.set_defaults(func=run, refused_status=1)

@@ -17,7 +17,6 @@ from pathlib import Path
 from napari_odise.cli.refusals import INTERRUPTED, refuse
 from napari_odise.errors import UserError
 
-DEMO = "demo"
 
 
 def register(subparsers) -> None:
@@ -29,22 +28,11 @@ def register(subparsers) -> None:
     parser.add_argument("store", type=Path, metavar="STORE", help="a store.zarr, or the batch output folder holding one")
     parser.add_argument("--vocab", required=True, metavar="PRESET|FILE")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--settings", choices=("evaluation", DEMO), help="classification settings (default: the store's)")
+    from napari_odise.models import SETTINGS_NAMES
+
+    parser.add_argument("--settings", choices=SETTINGS_NAMES, help="classification settings (default: the store's)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
-
-
-def classify_settings(name: str | None) -> dict | None:
-    from napari_odise.model.config import InferenceConfig
-    from napari_odise.predictor import DEMO_SETTINGS
-
-    if name is None:
-        return None
-    defaults = vars(InferenceConfig())
-    values = {k: defaults[k] for k in ("overlap_threshold", "object_mask_threshold", "alpha", "beta")}
-    if name == DEMO:
-        values.update(DEMO_SETTINGS)
-    return values
 
 
 def run(args) -> int:
@@ -56,7 +44,7 @@ def run(args) -> int:
     try:
         vocabulary = load_vocabulary(args.vocab)
         summary = relabel_store(
-            store_path_of(args.store), vocabulary, settings=classify_settings(args.settings),
+            store_path_of(args.store), vocabulary, settings=args.settings,
             device=args.device, progress=progress,
         )
     except KeyboardInterrupt:

@@ -58,25 +58,33 @@ def register(subparsers) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from napari_odise.models import DEVICES, PRECISIONS, SETTINGS_NAMES
+
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="official", help="official, official-caption, tiny (random weights, for trials) or a fine-tuned checkpoint")
-    model.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    model.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32")
-    model.add_argument("--settings", choices=("evaluation", "demo"), help="named inference settings (default: evaluation)")
+    model.add_argument(
+        "--model", default="official",
+        help="official, official-caption, tiny (random weights, for trials), or the path of an ODISE checkpoint "
+        "in the official layout (the released .pth, a re-saved copy, or a fine-tuned model.pth) (default: official)",
+    )
+    model.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)}, cuda:1, ... (default: auto)")
+    model.add_argument("--precision", choices=PRECISIONS, default="fp32", help="(default: fp32)")
+    model.add_argument("--settings", choices=SETTINGS_NAMES, default="evaluation", help="named inference settings (default: evaluation)")
     model.add_argument("--short-edge", type=int, metavar="PX", help="test-time resize: shortest edge (default 1024)")
     model.add_argument("--max-size", type=int, metavar="PX", help="test-time resize: longest edge at most (default 2560)")
     model.add_argument("--crop-size", type=int, metavar="PX", help="backbone crop size (default 512)")
 
 
 def model_spec(args):
-    from napari_odise.batch import ModelSpec
+    """(ModelSpec, InferenceSettings) from the model arguments."""
+    from napari_odise.models import ModelSpec
 
     overrides = {
         name: getattr(args, name)
         for name in ("short_edge", "max_size", "crop_size")
         if getattr(args, name, None) is not None
     }
-    return ModelSpec.create(args.model, args.device, args.precision, args.settings, **overrides)
+    spec = ModelSpec(args.model, args.device, args.precision)
+    return spec, spec.settings(args.settings, **overrides)
 
 
 def run(args) -> int:
@@ -101,12 +109,12 @@ def run(args) -> int:
             scheduler=args.scheduler,
             workers=args.workers,
         )
-        spec = model_spec(args)
+        spec, settings = model_spec(args)
     except UserError as error:
         return refuse(error)
     progress = TerminalProgress(disable=args.quiet)
     try:
-        summary = run_batch(inputs, args.out, vocabulary, spec, options, progress=progress)
+        summary = run_batch(inputs, args.out, vocabulary, spec, options, progress=progress, settings=settings)
     except KeyboardInterrupt:
         progress.close()
         print("interrupted: run the same command again to resume", file=sys.stderr)

@@ -8,8 +8,12 @@ the whole model runs in seconds on a CPU with random weights.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from napari_odise.errors import InvalidInputError
+
+from .settings import InferenceSettings
 
 Variant = Literal["label", "caption"]
 
@@ -173,23 +177,6 @@ class HeadConfig:
 
 
 @dataclass
-class InferenceConfig:
-    """Inference settings; defaults are the evaluation settings behind the paper's numbers."""
-
-    crop_size: int = 512  # backbone input (SD resolution); crops are min(crop_size, short side)
-    short_edge: int = 1024  # test-time ResizeShortestEdge (detectron2), as the official evaluation
-    max_size: int = 2560
-    size_divisibility: int = 64
-    overlap_threshold: float = 0.8  # kept-area rule of the panoptic merge (official demo: 0.0)
-    object_mask_threshold: float = 0.0
-    alpha: float = 0.3  # CLIP weight for categories seen in COCO training (demo: 0.35)
-    beta: float = 0.7  # CLIP weight for unseen categories (demo: 0.65)
-    instances_topk: int = 100
-    crop_batch_size: int = 4  # crops of one image run together; 1 is the low-memory fallback
-    mask_cache_mb: int = 1024  # full-size masks kept for fast re-classification (0: never)
-
-
-@dataclass
 class ODISEConfig:
     variant: Variant = "label"
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -197,7 +184,7 @@ class ODISEConfig:
     clip: CLIPConfig = field(default_factory=CLIPConfig)
     sd_text: SDTextConfig = field(default_factory=SDTextConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)  # this model's defaults
     # Feature taps (indices into ODISE's flattened block lists, see diffusion_features.py)
     encoder_taps: tuple[int, ...] = (5, 7)
     unet_taps: tuple[int, ...] = (2, 5, 8, 11)
@@ -225,11 +212,12 @@ class ODISEConfig:
             "clip": CLIPConfig,
             "sd_text": SDTextConfig,
             "head": HeadConfig,
-            "inference": InferenceConfig,
         }
         kwargs = {}
         for key, value in data.items():
-            if key in parts:
+            if key == "inference":
+                kwargs[key] = InferenceSettings.from_dict(value)
+            elif key in parts:
                 sub = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
                 kwargs[key] = parts[key](**sub)
             else:
@@ -239,9 +227,7 @@ class ODISEConfig:
 
 def official_config(variant: Variant = "label") -> ODISEConfig:
     """The released model: odise_label_coco_50e (variant "label") or odise_caption_coco_50e."""
-    inference = InferenceConfig()
-    if variant == "caption":
-        inference = replace(inference, alpha=0.35, beta=0.65)
+    inference = InferenceSettings.evaluation(variant)
     name = "official" if variant == "label" else "official-caption"
     return ODISEConfig(variant=variant, inference=inference, name=name)
 
@@ -295,10 +281,7 @@ def tiny_config(variant: Variant = "label") -> ODISEConfig:
         ),
         # the official geometry (512 crops of a 1024-short-edge image): the tiny model's costs have
         # the official shape (the backbone dominates); tests shrink it with a smaller short_edge
-        inference=InferenceConfig(
-            alpha=0.3 if variant == "label" else 0.35,
-            beta=0.7 if variant == "label" else 0.65,
-        ),
+        inference=InferenceSettings.evaluation(variant),
         name="tiny" if variant == "label" else "tiny-caption",
     )
 
@@ -313,5 +296,5 @@ PRESETS = {
 
 def get_config(name: str) -> ODISEConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown model config {name!r}; choose one of {', '.join(PRESETS)}")
+        raise InvalidInputError(f"unknown model config {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]()

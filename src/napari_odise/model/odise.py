@@ -1,6 +1,7 @@
 """The ODISE model: frozen Stable Diffusion + CLIP, trainable head, open-vocabulary classifier.
 
-Inference is split where the vocabulary enters:
+Inference is split where the vocabulary enters; every call takes the frozen
+:class:`~.settings.InferenceSettings` it runs with (default: the config's), and the model keeps none:
   ``encode(image)``  -> EncodedImage: everything that does not depend on the vocabulary (the
                         diffusion backbone, pixel decoder, transformer decoder, MaskCLIP mask
                         embeddings). This is the expensive part.
@@ -27,6 +28,7 @@ from .heads import CategoryHead, scaled_cosine
 from .implicit_captioner import ImplicitCaptioner
 from .mask_cache import MaskCache
 from .pixel_decoder import PixelDecoder
+from .settings import InferenceSettings
 from .postprocess import (
     MaskGeometry,
     instance_inference,
@@ -55,6 +57,7 @@ class EncodedImage:
     clip_logit_scale: float
     class_logits: torch.Tensor | None  # (Q, 2) foreground/background (caption model only)
     geometry: MaskGeometry
+    settings: InferenceSettings  # what it was encoded with (the resize and crop options matter)
 
     @property
     def num_queries(self) -> int:
@@ -106,7 +109,7 @@ class ODISE(nn.Module):
         )
         self.category_head = CategoryHead(clip_dim, head.mask_dim, with_null_embed=config.variant == "label")
         self.text_cache = TextEmbeddingCache()
-        self.mask_cache = MaskCache(config.inference.mask_cache_mb * 2**20)
+        self.mask_cache = MaskCache()
         self.gradient_checkpointing = False  # recompute UNet activations in backward (training)
         for module in (self.clip, self.features):
             for p in module.parameters():
@@ -160,8 +163,13 @@ class ODISE(nn.Module):
     def _diffuse_and_project(self, crops01, context, time_condition, crop_hw):
         return self.backbone(self.features(crops01, context, time_condition), crop_hw)
 
-    def backbone_features(self, padded01: torch.Tensor, progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
-        inf = self.config.inference
+    def _settings(self, settings: InferenceSettings | None) -> InferenceSettings:
+        return self.config.inference if settings is None else settings
+
+    def backbone_features(
+        self, padded01: torch.Tensor, progress: ProgressFn | None = None, settings: InferenceSettings | None = None
+    ) -> dict[str, torch.Tensor]:
+        inf = self._settings(settings)
         step = None if progress is None else functools.partial(progress, "backbone")
         return slide(
             padded01,
@@ -178,9 +186,11 @@ class ODISE(nn.Module):
         return self.decoder(multi_scale, mask_features, all_layers=all_layers)
 
     # -- inference ----------------------------------------------------------------------------
-    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, MaskGeometry]:
+    def prepare(
+        self, image: np.ndarray, settings: InferenceSettings | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, MaskGeometry]:
         """uint8 RGB (H, W, 3) -> (padded input, unpadded input, geometry), on the model's device."""
-        inf = self.config.inference
+        inf = self._settings(settings)
         resized = resize_image(image, inf.short_edge, inf.max_size)
         padded, unpadded = to_model_input(resized, inf.size_divisibility, self.device)
         geometry = MaskGeometry(
@@ -191,10 +201,13 @@ class ODISE(nn.Module):
         return padded, unpadded, geometry
 
     @torch.no_grad()
-    def encode(self, image: np.ndarray, progress: ProgressFn | None = None) -> EncodedImage:
+    def encode(
+        self, image: np.ndarray, progress: ProgressFn | None = None, settings: InferenceSettings | None = None
+    ) -> EncodedImage:
         """Everything that does not depend on the vocabulary, for one uint8 RGB image."""
-        padded, unpadded, geometry = self.prepare(image)
-        features = self.backbone_features(padded, progress)
+        settings = self._settings(settings)
+        padded, unpadded, geometry = self.prepare(image, settings)
+        features = self.backbone_features(padded, progress, settings)
         if progress is not None:
             progress("decoder", 0, 1)
         out = self.head_outputs(features)
@@ -211,12 +224,15 @@ class ODISE(nn.Module):
             clip_logit_scale=float(clip_encoder.logit_scale(self.clip)),
             class_logits=None if class_logits is None else class_logits[0].float().cpu(),
             geometry=geometry,
+            settings=settings,
         )
 
     @torch.no_grad()
-    def classify(self, encoded: EncodedImage, vocab: VocabularyEmbedding) -> torch.Tensor:
+    def classify(
+        self, encoded: EncodedImage, vocab: VocabularyEmbedding, settings: InferenceSettings | None = None
+    ) -> torch.Tensor:
         """(Q, K + 1) class log-probabilities of every query; the last column is "no object"."""
-        inf = self.config.inference
+        inf = self._settings(settings)
         head = self.category_head
         device = head.text_proj.weight.device
         mask_embed = encoded.mask_embed.to(device)
@@ -236,31 +252,44 @@ class ODISE(nn.Module):
         ensembled = geometric_ensemble(category_logits, clip_logits, vocab.seen, inf.alpha, inf.beta)
         return with_background(ensembled, p_background).cpu()
 
-    def query_masks(self, encoded: EncodedImage):
+    def query_masks(self, encoded: EncodedImage, settings: InferenceSettings | None = None):
         """The image's full-size query masks (kept in memory within ``mask_cache_mb``)."""
-        self.mask_cache.budget_bytes = self.config.inference.mask_cache_mb * 2**20
-        return self.mask_cache.get(encoded, encoded.mask_logits, encoded.geometry)
+        budget = self._settings(settings).mask_cache_mb * 2**20
+        return self.mask_cache.get(encoded, encoded.mask_logits, encoded.geometry, budget)
 
-    def panoptic(self, encoded: EncodedImage, class_logprobs: torch.Tensor, isthing: list[bool]):
-        inf = self.config.inference
+    def panoptic(
+        self,
+        encoded: EncodedImage,
+        class_logprobs: torch.Tensor,
+        isthing: list[bool],
+        settings: InferenceSettings | None = None,
+    ):
+        inf = self._settings(settings)
         return panoptic_inference(
             class_logprobs,
-            self.query_masks(encoded),
+            self.query_masks(encoded, inf),
             isthing,
             encoded.geometry,
             inf.overlap_threshold,
             inf.object_mask_threshold,
         )
 
-    def semantic(self, encoded: EncodedImage, class_logprobs: torch.Tensor):
-        return semantic_inference(class_logprobs, self.query_masks(encoded), encoded.geometry)
+    def semantic(self, encoded: EncodedImage, class_logprobs: torch.Tensor, settings: InferenceSettings | None = None):
+        return semantic_inference(class_logprobs, self.query_masks(encoded, settings), encoded.geometry)
 
-    def instances(self, encoded: EncodedImage, class_logprobs: torch.Tensor, isthing: list[bool]):
+    def instances(
+        self,
+        encoded: EncodedImage,
+        class_logprobs: torch.Tensor,
+        isthing: list[bool],
+        settings: InferenceSettings | None = None,
+    ):
         return instance_inference(
-            class_logprobs, encoded.mask_logits, isthing, encoded.geometry, self.config.inference.instances_topk
+            class_logprobs, encoded.mask_logits, isthing, encoded.geometry, self._settings(settings).instances_topk
         )
 
-    def forward(self, image: np.ndarray, vocab: VocabularyEmbedding):
+    def forward(self, image: np.ndarray, vocab: VocabularyEmbedding, settings: InferenceSettings | None = None):
         """One-shot panoptic inference: (label map int32 (H, W), segments)."""
-        encoded = self.encode(image)
-        return self.panoptic(encoded, self.classify(encoded, vocab), vocab.isthing)
+        encoded = self.encode(image, settings=settings)
+        logprobs = self.classify(encoded, vocab, settings)
+        return self.panoptic(encoded, logprobs, vocab.isthing, settings)

@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from napari_odise.checkpoints.head_loading import official_state_dict
 from napari_odise.checkpoints.loading import finetuned_config_path, load_model
 from napari_odise.errors import InvalidInputError
 from napari_odise.model.odise import ODISE
+from napari_odise.model.settings import InferenceSettings
 
 from .augment import JitterConfig
 from .criterion import LossWeights, set_criterion
@@ -220,23 +220,18 @@ class Finetuner:
         """(label map, {segment id: category id}) of a dataset image, as validation sees it."""
         model = self.model.eval()
         ids = self.data.vocabulary.ids
-        with self._validation_geometry():
-            encoded = model.encode(self.data.samples[name].image)
-            label_map, segments = model.panoptic(encoded, model.classify(encoded, self.text), self.text.isthing)
+        settings = self.validation_settings()
+        encoded = model.encode(self.data.samples[name].image, settings=settings)
+        logprobs = model.classify(encoded, self.text, settings)
+        label_map, segments = model.panoptic(encoded, logprobs, self.text.isthing, settings)
+        self.model.mask_cache.clear()
         return label_map.numpy(), {s.id: ids[s.category_index] for s in segments}
 
-    @contextmanager
-    def _validation_geometry(self):
-        """Test-time resize to the training size (or ``val_short_edge``), then the model's own back."""
-        inference = self.model.config.inference
-        previous = (inference.short_edge, inference.max_size)
-        inference.short_edge = self.config.val_short_edge or self.config.image_size
-        inference.max_size = max(inference.max_size, inference.short_edge)
-        try:
-            yield
-        finally:
-            inference.short_edge, inference.max_size = previous
-            self.model.mask_cache.clear()
+    def validation_settings(self) -> InferenceSettings:
+        """The model's settings with the test-time resize at the training size (or ``val_short_edge``)."""
+        own = self.model.config.inference
+        short_edge = self.config.val_short_edge or self.config.image_size
+        return own.replace(short_edge=short_edge, max_size=max(own.max_size, short_edge))
 
     # -- the loop -------------------------------------------------------------------------------
     def run(
@@ -321,7 +316,7 @@ class Finetuner:
 
 def base_model_name(base: str) -> str:
     """The model whose frozen parts a checkpoint sits on (a fine-tuned base passes its own on)."""
-    from napari_odise.checkpoints.loading import OFFICIAL_MODELS, RANDOM_MODELS
+    from napari_odise.models import OFFICIAL_MODELS, RANDOM_MODELS
 
     if base in OFFICIAL_MODELS or base in RANDOM_MODELS:
         return base
