@@ -58,6 +58,7 @@ class Outcome:
     ok: bool
     reason: str = ""
     seconds: float = 0.0
+    segments: int = 0  # how many segments the result kept (0: an empty labelling)
     result: PanopticResult | None = field(default=None, repr=False)  # for the COCO dataset only
 
 
@@ -88,7 +89,7 @@ class ItemProcessor:
         labels = None
         if self.job.coco:  # without the tensors: they stay in the store, not in the message
             labels = dataclasses.replace(result, encoded=None)
-        return Outcome(item.key, True, "", time.perf_counter() - start, labels)
+        return Outcome(item.key, True, "", time.perf_counter() - start, len(result.segments), labels)
 
     def _process(self, item: Item, cancel) -> PanopticResult:
         rgb = to_rgb_uint8(read_item(item))

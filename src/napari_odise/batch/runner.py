@@ -98,6 +98,8 @@ class _Tracker:
     def record(self, item: Item, outcome: Outcome) -> None:
         if outcome.ok:
             self.summary.done.append(item.key)
+            if not outcome.segments:
+                self.summary.empty.append(item.key)
             if self.coco is not None and not self.coco.has(item):
                 self.coco_failed(self.coco.add(item, outcome.result))
         else:

@@ -26,6 +26,7 @@ class BatchSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # done now, but no segment was kept
     cancelled: bool = False
     seconds: float = 0.0
     shard: str | None = None
@@ -45,6 +46,7 @@ class BatchSummary:
             "total": self.total,
             "done": sorted(self.done),
             "skipped": sorted(self.skipped),
+            "empty": sorted(self.empty),
             "failed": [{"key": f.key, "reason": f.reason} for f in sorted(self.failed, key=lambda f: f.key)],
             "cancelled": self.cancelled,
             "seconds": round(self.seconds, 3),
@@ -63,8 +65,20 @@ class BatchSummary:
             f"(of {self.total}) in {self.seconds:.1f} s{rate}"
             + (" - cancelled, run again to resume" if self.cancelled else "")
         ]
+        if self.empty:
+            lines.append(f"{_images(len(self.empty))} kept no segment: {_listed(self.empty)}")
         if self.cleaned:
             lines.append(f"removed {self.cleaned} unfinished result(s) of an interrupted run")
         for failure in sorted(self.failed, key=lambda f: f.key):
             lines.append(f"  failed: {failure.key}: {failure.reason}")
         return "\n".join(lines)
+
+
+def _images(count: int) -> str:
+    return f"{count} image" if count == 1 else f"{count} images"
+
+
+def _listed(keys: list[str], shown: int = 3) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more

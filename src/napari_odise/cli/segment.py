@@ -124,8 +124,30 @@ def run(args) -> int:
         return refuse(error)
     progress.close()
     print(summary.text())
-    print(f"summary: {Path(args.out) / 'batch_summary.json'}")
+    for line in what_was_written(summary, args, options):
+        print(line)
     return summary.exit_code
+
+
+def what_was_written(summary, args, options) -> list[str]:
+    """Where to look, and what the result means: notes for an empty result and the tiny model."""
+    out = Path(args.out)
+    lines = []
+    if options.writes_files and (summary.done or summary.skipped):
+        lines.append(f"look at: {out / 'overlay'}/ (the segments over each image); {out / 'segments'}/ "
+                     f"(categories, scores, boxes as JSON); {out / 'panoptic'}/ (COCO panoptic PNGs)")
+    lines.append(f"summary: {out / 'batch_summary.json'}")
+    if summary.empty and args.settings == "evaluation":
+        lines.append(
+            "note: with --settings evaluation (the paper's) a segment is dropped when less than 80% of its "
+            "mask survives the overlap with stronger ones; --settings demo keeps them, as the official demo does"
+        )
+    if args.model == "tiny":
+        lines.append(
+            "note: the tiny model has random weights: it shows the tools at work, its segments and labels mean "
+            "nothing; with the official weights installed (napari-odise weights status) drop --model tiny"
+        )
+    return lines
 
 
 def write_sample(name: str, out: Path) -> Path:

@@ -1,0 +1,64 @@
+"""The README's first run, as a newcomer types it: ``napari-odise segment --sample astronaut
+--model tiny --settings demo --out DIR`` in a fresh process (offline, own napari-odise home). The
+result must show segments, and the command must say what was written and what it means."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_odise.batch.summary import BatchSummary
+from napari_odise.cli import build_parser
+from napari_odise.cli.segment import what_was_written
+from napari_odise.batch import BatchOptions
+
+README_RUN = ["segment", "--sample", "astronaut", "--model", "tiny", "--settings", "demo"]
+
+
+def napari_odise(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """The installed ``napari-odise`` command (the venv's script), offline, with its own home."""
+    command = Path(sys.executable).with_name("napari-odise")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NAPARI_ODISE_HOME": str(home)}
+    done = subprocess.run([str(command), *args], capture_output=True, text=True, env=env, timeout=900)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The README's first run, once for this module: (output folder, its stdout, home)."""
+    home = tmp_path_factory.mktemp("home")
+    out = tmp_path_factory.mktemp("first") / "odise-out"
+    done = napari_odise(*README_RUN, "--out", str(out), home=home)
+    return out, done.stdout, home
+
+
+def test_first_run_writes_segments_that_show_on_the_overlay(first_run):
+    out, stdout, _home = first_run
+    annotation = json.loads((out / "segments" / "astronaut.png.json").read_text())
+    assert len(annotation["segments_info"]) >= 2
+    image = np.asarray(Image.open(out / "samples" / "astronaut.png"))
+    overlay = np.asarray(Image.open(out / "overlay" / "astronaut.png.png"))
+    changed = np.any(overlay != image, axis=-1).mean()
+    assert changed > 0.5  # the segments are drawn over most of the picture
+    assert "1 segmented, 0 already done, 0 failed (of 1)" in stdout
+    assert f"look at: {out / 'overlay'}/" in stdout
+    assert "tiny model has random weights" in stdout and "labels mean nothing" in stdout
+
+
+def test_an_empty_result_says_why_and_what_to_try(tmp_path):
+    args = build_parser().parse_args(["segment", "--sample", "astronaut", "--model", "tiny", "--out", str(tmp_path)])
+    lines = what_was_written(BatchSummary(total=1, done=["astronaut.png"], empty=["astronaut.png"]), args, BatchOptions())
+    assert any("--settings demo keeps them" in line for line in lines)
+    assert BatchSummary(total=2, done=["a.png", "b.png"], empty=["a.png"]).text().splitlines()[1] == "1 image kept no segment: a.png"
+    args = build_parser().parse_args(["segment", "x.png", "--out", str(tmp_path), "--settings", "demo"])
+    lines = what_was_written(BatchSummary(total=1, done=["x.png"]), args, BatchOptions())
+    assert not any("note:" in line for line in lines)  # segments kept, the official model: nothing to explain
