@@ -27,10 +27,15 @@ def folder(tmp_path):
     return root
 
 
-def make_widget(make_napari_viewer, folder, out):
+def make_widget(make_napari_viewer, folder, out, direct: bool = False):
+    """The Batch widget opened from the Plugins menu, or built directly."""
     from napari_odise._widgets.batch_widget import BatchWidget
 
-    widget = BatchWidget(make_napari_viewer())
+    viewer = make_napari_viewer()
+    if direct:
+        widget = BatchWidget(viewer)
+    else:
+        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Batch (ODISE)")
     widget.model_settings = dict(FAST)
     widget.input_edit.setText(str(folder))
     widget.output_edit.setText(str(out))
@@ -68,7 +73,7 @@ def test_widget_runs_cancels_and_resumes(make_napari_viewer, qtbot, folder, tmp_
 
 
 def test_widget_explains_what_is_missing(make_napari_viewer, qtbot, folder, tmp_path):
-    widget = make_widget(make_napari_viewer, folder, tmp_path / "out")
+    widget = make_widget(make_napari_viewer, folder, tmp_path / "out", direct=True)
     widget.output_edit.setText("")
     widget.run()
     assert widget.worker is None and "output folder" in widget.status.text()

@@ -18,7 +18,6 @@ from napari_odise._widgets.dataset_review import describe
 from napari_odise._widgets.export_widget import NO_IMAGE, ExportWidget
 from napari_odise._widgets.gl_compat import guard_triton
 from napari_odise._widgets.layer_state import SegmentationLayer, initial_labels
-from napari_odise._widgets.segment_widget import SegmentWidget
 from napari_odise._widgets.session import Session
 from napari_odise.io import open_dataset
 from napari_odise.io.images import read_png
@@ -48,7 +47,8 @@ def test_a_segmented_and_edited_layer_exports_summarises_and_reopens_equal(
     viewer = make_napari_viewer()
     session = Session.of(viewer)
     session.pool.put(ModelSpec("tiny", "cpu"), predictor)
-    segment, widget = SegmentWidget(viewer), ExportWidget(viewer)
+    _, segment = viewer.window.add_plugin_dock_widget("napari-odise", "Segment (ODISE)")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Export dataset (ODISE)")
     segment.model_combo.setCurrentText("tiny")
     segment.device_combo.setCurrentText("cpu")
     segment.settings_combo.setCurrentText("demo")
@@ -148,7 +148,7 @@ def test_a_stack_exports_one_image_per_segmented_plane(make_napari_viewer, qtbot
     data, rows, claimed = initial_labels(stack.shape[:-1], {(0,): first_result, (2,): last_result})
     layer = viewer.add_labels(data, name="cells panoptic")
     session = Session.of(viewer)
-    session.states[id(layer)] = SegmentationLayer(layer, VOCABULARY, rows, claimed=claimed, image_layer=image)
+    session.register(SegmentationLayer(layer, VOCABULARY, rows, claimed=claimed, image_layer=image))
     widget = ExportWidget(viewer)
     widget.folder.setText(str(tmp_path / "stack"))
     assert export_and_wait(widget, qtbot) == [f"Exported 2 image(s) to {tmp_path / 'stack'}"]

@@ -44,10 +44,12 @@ def base_models(monkeypatch):
     return built
 
 
-@pytest.fixture
-def panel(make_napari_viewer, dataset, base_models, tmp_path):
-    viewer = make_napari_viewer()
-    widget = FinetuneWidget(viewer)
+def finetune_panel(viewer, dataset, tmp_path, direct: bool):
+    """The Fine-tune widget opened from the Plugins menu, or built directly, set for a short run."""
+    if direct:
+        widget = FinetuneWidget(viewer)
+    else:
+        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Fine-tune (ODISE)")
     options = widget.options
     options.dataset.setText(str(dataset))
     options.output.setText(str(tmp_path / "run"))
@@ -61,6 +63,16 @@ def panel(make_napari_viewer, dataset, base_models, tmp_path):
     options.checkpoint_every.setValue(0)
     options.num_points.setValue(256)
     return viewer, widget
+
+
+@pytest.fixture
+def panel(make_napari_viewer, dataset, base_models, tmp_path):
+    return finetune_panel(make_napari_viewer(), dataset, tmp_path, direct=False)
+
+
+@pytest.fixture
+def direct_panel(make_napari_viewer, dataset, base_models, tmp_path):
+    return finetune_panel(make_napari_viewer(), dataset, tmp_path, direct=True)
 
 
 def train_and_wait(widget, qtbot):
@@ -120,8 +132,8 @@ def test_training_finishes_and_the_model_becomes_a_segment_choice_that_loads(pan
     assert session.pool.peek(ModelSpec(path, "cpu")) is None and list(session.checkpoints) == [str(path)]
 
 
-def test_a_checkpoint_picked_in_the_segment_widget_is_offered_as_a_base_model(panel, monkeypatch, tmp_path):
-    viewer, widget = panel
+def test_a_checkpoint_picked_in_the_segment_widget_is_offered_as_a_base_model(direct_panel, monkeypatch, tmp_path):
+    viewer, widget = direct_panel
     segment = SegmentWidget(viewer)
     picked = tmp_path / "elsewhere" / "model.pth"
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(picked), ""))

@@ -34,9 +34,8 @@ def predictor():
     return Predictor(fast_tiny(), device="cpu")
 
 
-@pytest.fixture
-def panel(make_napari_viewer, predictor):
-    viewer = make_napari_viewer()
+def refine_panel(viewer, predictor, direct: bool):
+    """A hand-made layer and the panel on it: opened from the Plugins menu, or built directly."""
     pixels = np.random.default_rng(1).integers(0, 255, (*big(SMALL).shape, 3), dtype=np.uint8)
     image = viewer.add_image(pixels, name="photo", rgb=True)
     segments = [(1, CAT, 0.9), (2, CAT, 0.8), (3, DOG, 0.5), (4, GRASS, 0.7), (5, DOG, 0.6)]
@@ -45,13 +44,26 @@ def panel(make_napari_viewer, predictor):
     data, rows, claimed = initial_labels(result.label_map.shape, {(): result})
     layer = viewer.add_labels(data, name="photo panoptic")
     session = Session.of(viewer)
-    session.states[id(layer)] = SegmentationLayer(layer, VOCAB, rows, claimed=claimed, image_layer=image)
+    session.register(SegmentationLayer(layer, VOCAB, rows, claimed=claimed, image_layer=image))
     session.pool.put(ModelSpec("tiny", "cpu"), predictor)
     session.choice = ModelChoice("tiny", "cpu")
-    widget = RefineWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+    if direct:
+        widget = RefineWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+    else:
+        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Refine segments")
     viewer.layers.selection.active = layer
     return viewer, widget, layer
+
+
+@pytest.fixture
+def panel(make_napari_viewer, predictor):
+    return refine_panel(make_napari_viewer(), predictor, direct=False)
+
+
+@pytest.fixture
+def direct_panel(make_napari_viewer, predictor):
+    return refine_panel(make_napari_viewer(), predictor, direct=True)
 
 
 def press(layer, key):
@@ -119,8 +131,8 @@ def test_pick_select_merge_reassign_with_keys_and_undo(panel):
     assert rows(widget)[1] == (2, "cat", 8, "model")
 
 
-def test_split_delete_fill_remove_small_and_new_segment_buttons(panel):
-    _, widget, layer = panel
+def test_split_delete_fill_remove_small_and_new_segment_buttons(direct_panel):
+    _, widget, layer = direct_panel
     layer.selected_label = 1
     press(layer, "S")
     expected = SMALL.copy()

@@ -33,17 +33,33 @@ def predictor():
     return Predictor(fast_tiny(), device="cpu")  # runs with the demo settings: random weights keep several segments
 
 
-@pytest.fixture
-def segment(make_napari_viewer, predictor):
-    """A shown viewer with the Segment widget docked, set to the tiny model on the CPU."""
-    viewer = make_napari_viewer(show=True)
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment (ODISE)")
+def tiny_segment_widget(viewer, predictor, direct: bool = False):
+    """The Segment widget opened as users do (Plugins menu: it gets napari's proxy of the viewer),
+    or built from the viewer itself, set to the tiny model on the CPU."""
+    if direct:
+        widget = SegmentWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="Segment (ODISE)")
+    else:
+        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Segment (ODISE)")
     Session.of(viewer).pool.put(ModelSpec("tiny", "cpu"), predictor)
     widget.model_combo.setCurrentText("tiny")
     widget.device_combo.setCurrentText("cpu")
     widget.settings_combo.setCurrentText("demo")
-    return viewer, widget
+    return widget
+
+
+@pytest.fixture
+def segment(make_napari_viewer, predictor):
+    """A shown viewer with the Segment widget opened from the Plugins menu."""
+    viewer = make_napari_viewer(show=True)
+    return viewer, tiny_segment_widget(viewer, predictor)
+
+
+@pytest.fixture
+def direct_segment(make_napari_viewer, predictor):
+    """The same with the widget built directly from the viewer (as scripts do)."""
+    viewer = make_napari_viewer()
+    return viewer, tiny_segment_widget(viewer, predictor, direct=True)
 
 
 def run_and_wait(widget, qtbot):
@@ -167,8 +183,8 @@ def test_choosing_an_image_segmented_earlier_relabels_it_with_the_current_vocabu
     np.testing.assert_array_equal(np.asarray(viewer.layers["coffee panoptic"].data), expected.label_map)
 
 
-def test_cancel_stops_the_run_and_leaves_no_layer(segment, qtbot):
-    viewer, widget = segment
+def test_cancel_stops_the_run_and_leaves_no_layer(direct_segment, qtbot):
+    viewer, widget = direct_segment
     viewer.add_image(np.random.default_rng(0).integers(0, 255, (40, 64, 64), dtype=np.uint8), name="stack")
     widget.planes_combo.setCurrentText(ALL_PLANES)
     layers = len(viewer.layers)

@@ -32,6 +32,7 @@ from napari_odise.models import OFFERED_MODELS
 
 from .gl_compat import guard_triton
 from .model_fields import ModelFields
+from .proxies import unwrap
 
 
 class _ProgressBridge(QObject):
@@ -42,7 +43,7 @@ class BatchWidget(QWidget):
     def __init__(self, napari_viewer=None):
         super().__init__()
         guard_triton()  # before PyTorch loads (see gl_compat)
-        self.viewer = napari_viewer
+        self.viewer = unwrap(napari_viewer)  # the real viewer behind the Plugins menu's proxy
         self.model_settings: dict = {}  # resolution options (e.g. short_edge) over the model's own, for scripted runs
         self.worker = None
         self.summary = None

@@ -37,6 +37,7 @@ from .folder_field import FolderField
 from .gl_compat import guard_triton
 from .overlays import DERIVED_KEY
 from .planes import labels_shape
+from .proxies import unwrap
 from .session import Session
 
 NO_IMAGE = "(none)"
@@ -50,8 +51,8 @@ class ExportWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         guard_triton()  # before PyTorch loads (see gl_compat)
-        self.viewer = napari_viewer
-        self.session = Session.of(napari_viewer)
+        self.viewer = unwrap(napari_viewer)  # the real viewer behind the Plugins menu's proxy
+        self.session = Session.of(self.viewer)
         self.dataset = None  # the dataset last exported to or opened (napari_odise.io.Dataset)
         self._worker = None
         self._chosen = None  # the labels the image and name were guessed for
@@ -104,9 +105,9 @@ class ExportWidget(QWidget):
         layout.addStretch()
 
         for emitter in (
-            napari_viewer.layers.events.inserted,
-            napari_viewer.layers.events.removed,
-            napari_viewer.layers.events.reordered,
+            self.viewer.layers.events.inserted,
+            self.viewer.layers.events.removed,
+            self.viewer.layers.events.reordered,
         ):
             emitter.connect(self._refresh_layers)
         self._refresh_layers()
@@ -165,7 +166,7 @@ class ExportWidget(QWidget):
         """The labels' image: the one they were segmented from, else none when the labels came
         with an image file, else one named as the labels say (or as "<image> panoptic" says),
         else the first of the same shape."""
-        state = self.session.states.get(id(layer))
+        state = self.session.known(layer)
         if state is not None and state.image_layer in self.viewer.layers:
             return state.image_layer
         source = layer_source(layer.metadata)

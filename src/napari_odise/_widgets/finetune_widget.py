@@ -20,6 +20,7 @@ from .failures import report
 from .finetune_options import FinetuneOptions
 from .gl_compat import guard_triton
 from .job import Job
+from .proxies import unwrap
 from .session import Session
 from .training_run import TrainingRun, describe_step
 
@@ -28,8 +29,8 @@ class FinetuneWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         guard_triton()  # before PyTorch loads (see gl_compat)
-        self.viewer = napari_viewer
-        self.session = Session.of(napari_viewer)
+        self.viewer = unwrap(napari_viewer)  # the real viewer behind the Plugins menu's proxy
+        self.session = Session.of(self.viewer)
         self.options = FinetuneOptions(self.session.checkpoints)
         self.reports: list = []  # the StepReports of the latest run, the newest last
         self._job = None

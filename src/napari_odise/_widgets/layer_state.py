@@ -91,6 +91,7 @@ class SegmentationLayer:
         self.table = segments_table()
         self._present: set[int] = set()
         self._unlabeled = -1
+        self._synced_vocabulary: Vocabulary | None = None
         self._colors: dict | None = None
         self._syncing = False
         self._painted = False  # a paint event came; the labels_update after the write re-syncs
@@ -157,7 +158,8 @@ class SegmentationLayer:
 
     # --- keeping the table in step with the pixels ---------------------------------------------
     def sync(self) -> bool:
-        """Re-derive the table from the pixels; push features and colours when they changed."""
+        """Re-derive the table from the pixels; push features and colours when they (or the
+        vocabulary) changed, and tell the followers (``table_changed``)."""
         if self._syncing:
             return False
         self._syncing = True
@@ -170,10 +172,12 @@ class SegmentationLayer:
             if ids.size:
                 self._next_id = max(self._next_id, int(ids[-1]) + 1)
             table = layer_table(ids, areas, self.rows, self.vocabulary)
-            if table.equals(self.table) and unlabeled == self._unlabeled:
+            same_vocabulary = self.vocabulary is self._synced_vocabulary
+            if table.equals(self.table) and unlabeled == self._unlabeled and same_vocabulary:
                 self._update_colors()
                 return False
             self.table, self._unlabeled = table, unlabeled
+            self._synced_vocabulary = self.vocabulary  # followers (Refine's list, overlays) re-read it
             self.layer.features = features_table(table, unlabeled)
             self._update_colors()
         finally:

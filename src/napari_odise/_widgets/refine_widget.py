@@ -36,6 +36,7 @@ from .failures import report
 from .gl_compat import guard_triton
 from .overlays import DERIVED_KEY
 from .planes import current_plane, labels_shape
+from .proxies import unwrap
 from .session import Session
 from .shortcuts import SHORTCUTS, LayerKeys, help_text
 
@@ -46,8 +47,8 @@ class RefineWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         guard_triton()  # before anything imports PyTorch's compiler stack (see gl_compat)
-        self.viewer = napari_viewer
-        self.session = Session.of(napari_viewer)
+        self.viewer = unwrap(napari_viewer)  # the real viewer behind the Plugins menu's proxy
+        self.session = Session.of(self.viewer)
         self.layer: Labels | None = None
         self.state = None  # the SegmentationLayer of ``layer``
         self.selection: list[int] = []
@@ -130,14 +131,15 @@ class RefineWidget(QWidget):
         layout.addWidget(self.help)
         layout.addStretch()
 
-        napari_viewer.layers.selection.events.active.connect(self._on_active_layer)
-        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
-        napari_viewer.dims.events.current_step.connect(self._show_current)
+        self.viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.dims.events.current_step.connect(self._show_current)
         self._on_active_layer()
 
     # --- target layer --------------------------------------------------------------------------
     def set_layer(self, layer: Labels | None) -> None:
         """Act on ``layer`` (None: on nothing); keys and picker move with it."""
+        layer = unwrap(layer)
         if layer is self.layer:
             return
         if self.layer is not None:

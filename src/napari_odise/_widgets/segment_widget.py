@@ -35,6 +35,7 @@ from .job import Job, Progress
 from .overlays import NamesOverlay, SemanticOverlay
 from .planes import all_planes, current_plane, labels_shape
 from .model_fields import ModelFields
+from .proxies import unwrap
 from .session import MODELS, ModelChoice, Session
 from .vocabulary_widget import VocabularyWidget
 
@@ -46,13 +47,13 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         guard_triton()  # before anything imports PyTorch's compiler stack (see gl_compat)
-        self.viewer = napari_viewer
-        self.session = Session.of(napari_viewer)
+        self.viewer = unwrap(napari_viewer)  # the real viewer behind the Plugins menu's proxy
+        self.session = Session.of(self.viewer)
         self._job: Job | None = None
         self._worker = None
         self._relabel_worker = None
         self._relabel_pending = False
-        self._overlays: dict[int, list] = {}
+        self._overlays: dict = {}  # by the Labels layer's unique_id
 
         form = QFormLayout()
         self.image_combo = QComboBox()
@@ -101,9 +102,9 @@ class SegmentWidget(QWidget):
         layout.addStretch()
 
         for emitter in (
-            napari_viewer.layers.events.inserted,
-            napari_viewer.layers.events.removed,
-            napari_viewer.layers.events.reordered,
+            self.viewer.layers.events.inserted,
+            self.viewer.layers.events.removed,
+            self.viewer.layers.events.reordered,
         ):
             emitter.connect(self._refresh_images)
         self.session.vocabulary.changed.connect(self._on_vocabulary_changed)
@@ -275,7 +276,7 @@ class SegmentWidget(QWidget):
 
     # --- overlays ------------------------------------------------------------------------------
     def _add_overlays(self, state) -> None:
-        overlays = self._overlays.setdefault(id(state.layer), [])
+        overlays = self._overlays.setdefault(state.layer.unique_id, [])
         kinds = {type(o) for o in overlays if o.layer in self.viewer.layers}
         if self.names_box.isChecked() and NamesOverlay not in kinds:
             overlays.append(NamesOverlay(self.viewer, state))
@@ -288,7 +289,7 @@ class SegmentWidget(QWidget):
             return
         names = [
             o
-            for o in self._overlays.get(id(state.layer), [])
+            for o in self._overlays.get(state.layer.unique_id, [])
             if isinstance(o, NamesOverlay) and o.layer in self.viewer.layers
         ]
         if names:

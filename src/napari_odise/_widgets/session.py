@@ -10,7 +10,7 @@ segmenting, re-classifying) is written as functions the widgets run in napari th
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -26,6 +26,7 @@ from .checkpoints import Checkpoints
 from .job import Progress
 from .layer_state import SegmentationLayer, initial_labels
 from .planes import PlaneKey, image_plane, labels_shape
+from .proxies import unwrap
 from .vocabulary_model import VocabularyModel
 
 MODELS = OFFERED_MODELS
@@ -52,17 +53,20 @@ class Session:
     _sessions: ClassVar[weakref.WeakKeyDictionary] = weakref.WeakKeyDictionary()
 
     def __init__(self, viewer, pool: ModelPool | None = None):
+        viewer = unwrap(viewer)
         self.viewer = viewer
         self._pool = pool
         self.vocabulary = VocabularyModel()
         self.choice = ModelChoice()  # the Segment widget's model choice (re-score of adopted layers)
         self.checkpoints = Checkpoints()  # fine-tuned models offered next to the official ones
-        self.states: dict[int, SegmentationLayer] = {}  # by id() of the Labels layer
+        self.states: dict[Hashable, SegmentationLayer] = {}  # by the Labels layer's unique_id
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     @classmethod
     def of(cls, viewer) -> Session:
-        """The session of a viewer (made on first use), shared by all the plugin's widgets."""
+        """The session of a viewer (made on first use), shared by all the plugin's widgets; the
+        same for the viewer and any plugin proxy of it (see :mod:`.proxies`)."""
+        viewer = unwrap(viewer)
         if viewer not in cls._sessions:
             cls._sessions[viewer] = cls(viewer)
         return cls._sessions[viewer]
@@ -88,21 +92,34 @@ class Session:
 
     # --- layers --------------------------------------------------------------------------------
     def state(self, labels_layer) -> SegmentationLayer:
-        """The segmentation state of a Labels layer, adopting layers the plugin did not make."""
-        if id(labels_layer) not in self.states:
+        """The ONE segmentation state of a Labels layer (adopting layers the plugin did not
+        make): every widget edits and draws from it, so table, names and semantic layer agree."""
+        labels_layer = unwrap(labels_layer)
+        if labels_layer.unique_id not in self.states:
             fallback = self.vocabulary.vocabulary or Vocabulary.preset("coco")
-            self.states[id(labels_layer)] = SegmentationLayer.adopt(labels_layer, fallback)
-        return self.states[id(labels_layer)]
+            self.register(SegmentationLayer.adopt(labels_layer, fallback))
+        return self.states[labels_layer.unique_id]
+
+    def known(self, labels_layer) -> SegmentationLayer | None:
+        """The state of a layer the session follows already (None: it would have to adopt it)."""
+        return self.states.get(unwrap(labels_layer).unique_id)
+
+    def register(self, state: SegmentationLayer) -> SegmentationLayer:
+        """Follow a state made for a layer (before the layer enters the viewer, so no widget
+        adopts it a second time)."""
+        self.states[state.layer.unique_id] = state
+        return state
 
     def result_layer(self, image_layer):
         """The Labels layer holding this image's segmentation, if any."""
+        image_layer = unwrap(image_layer)
         for state in self.states.values():
             if state.image_layer is image_layer and state.layer in self.viewer.layers:
                 return state.layer
         return None
 
     def _on_layer_removed(self, event) -> None:
-        state = self.states.pop(id(event.value), None)
+        state = self.states.pop(unwrap(event.value).unique_id, None)
         if state is not None:
             state.close()
 
@@ -143,22 +160,27 @@ class Session:
     ):
         """Put a run's results into the image's Labels layer (made on the first run, named
         "<image> panoptic"); on later runs edits are kept by :mod:`.relabel`'s rule."""
+        from napari.layers import Labels
+
+        image_layer = unwrap(image_layer)
         info = {**asdict(choice), "image": image_layer.name}
         first = next(iter(results.values()), None)
         if first is not None and first.settings is not None:
             info["inference"] = first.settings.to_dict()
         existing = self.result_layer(image_layer)
         if existing is not None:
-            self.states[id(existing)].apply_results(results, vocabulary, info)
+            self.state(existing).apply_results(results, vocabulary, info)
             return existing
         data, rows, claimed = initial_labels(labels_shape(image_layer), results)
-        layer = self.viewer.add_labels(
+        layer = Labels(
             data,
             name=f"{image_layer.name} panoptic",
             scale=image_layer.scale,
             translate=image_layer.translate,
         )
-        self.states[id(layer)] = SegmentationLayer(
+        # the state exists before the layer enters the viewer: a widget following the active
+        # layer (Refine) must find this state, not adopt the new layer a second time
+        state = SegmentationLayer(
             layer,
             vocabulary,
             rows,
@@ -167,7 +189,8 @@ class Session:
             model_results=results,
             claimed=claimed,
         )
-        return layer
+        self.register(state)
+        return self.viewer.add_layer(layer)
 
     # --- vocabulary changes --------------------------------------------------------------------
     def relabel_work(
