@@ -32,12 +32,10 @@ from napari_odise.checkpoints.weight_errors import WeightsMismatchError
 
 
 def tiny_config(name="tiny", **changes):
+    from dataclasses import replace
+
     config = get_config(name)
-    for key, value in FAST_GEOMETRY.items():
-        setattr(config.inference, key, value)
-    for key, value in changes.items():
-        setattr(config, key, value)
-    return config
+    return replace(config, inference=config.inference.replace(**FAST_GEOMETRY), **changes)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,7 @@ def test_official_layouts_load_into_the_model(files, source):
 
 def test_second_start_reads_the_cache_without_converting(files, source, monkeypatch):
     load_from_files(tiny_config(), progress=False, **files)
-    from napari_odise.model import official_loading
+    from napari_odise.checkpoints import official_loading
 
     for step in ("_convert_sd", "_convert_clip", "_convert_head"):
         monkeypatch.setattr(official_loading, step, lambda *a, **k: pytest.fail("converted again"))
@@ -105,7 +103,7 @@ def test_float16_cache_is_hit_on_the_second_start(files, source, monkeypatch, _i
     """fp16 halves the UNet/VAE/CLIP caches; the head and the empty-caption context stay float32."""
     from safetensors import safe_open
 
-    from napari_odise.model import official_loading
+    from napari_odise.checkpoints import official_loading
 
     first = load_from_files(tiny_config(), progress=False, cache_dtype=torch.float16, **files)
     for step in ("_convert_sd", "_convert_clip", "_convert_head"):
@@ -260,7 +258,7 @@ def test_the_caption_checkpoint_does_not_fit_the_label_model(files, tmp_path):
     caption = build_odise(get_config("tiny-caption"))
     path = tmp_path / "caption.pth"
     torch.save(odise_checkpoint(caption), path)
-    with pytest.raises(WeightsMismatchError, match="decoder.class_embed"):
+    with pytest.raises(WeightsMismatchError, match="word_head.text_proj"):
         load_from_files(tiny_config(), odise=path, sd=files["sd"], clip=files["clip"], progress=False)
 
 
@@ -338,7 +336,7 @@ def _manifest_of(files, monkeypatch, placed=("odise", "sd", "clip")):
 
 def test_own_sd_and_clip_files_stand_in_for_the_manifests(files, source, monkeypatch, tmp_path):
     """`napari-odise weights use`: e.g. SD as a diffusers folder and CLIP as open_clip's state dict."""
-    from napari_odise.model import official_loading
+    from napari_odise.checkpoints import official_loading
     from napari_odise.weights import WeightsUnavailableError, forget_own_files, use_own_files, weights_dir
 
     _manifest_of(files, monkeypatch, placed=("odise",))
@@ -355,7 +353,7 @@ def test_own_sd_and_clip_files_stand_in_for_the_manifests(files, source, monkeyp
 
 def test_prepare_official_fills_the_cache_from_the_weights_folder(files, source, monkeypatch):
     """What `napari-odise weights import` runs after placing the files (tiny sizes here)."""
-    from napari_odise.model import official_loading
+    from napari_odise.checkpoints import official_loading
     from napari_odise.weights import weights_dir
 
     _manifest_of(files, monkeypatch)

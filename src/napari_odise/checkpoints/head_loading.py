@@ -8,28 +8,21 @@ from __future__ import annotations
 
 import torch
 
-from .key_mapping import official_to_ours, ours_to_official
+from .key_mapping import IGNORED_OFFICIAL_KEYS, official_to_ours, ours_to_official
 from .weight_errors import check_state_dict
 
 
 def convert_head(state: dict[str, torch.Tensor], model, source: str) -> dict[str, torch.Tensor]:
-    """Official-layout head tensors -> our trainable state dict names (checked, strict)."""
-    mapped = {}
-    unmapped = []
-    for key, value in state.items():
-        try:
-            ours = official_to_ours(key)
-        except KeyError:
-            unmapped.append(key)
-            continue
-        if ours is not None:
-            mapped[ours] = value
-    expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
-    for key in unmapped:  # report them as unexpected, under their own names
-        mapped[key] = state[key]
+    """Official-layout head tensors -> our trainable state dict names (checked, strict).
+
+    The check is made in the file's own (official) names, so an error names the keys as the file
+    has them; ``criterion.empty_weight`` (a training-loss buffer) is ignored.
+    """
     variant = model.config.variant
-    check_state_dict(expected, mapped, source, f"ODISE {variant} model head")
-    return mapped
+    expected = {ours_to_official(k, variant): tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    present = {k: v for k, v in state.items() if k not in IGNORED_OFFICIAL_KEYS}
+    check_state_dict(expected, present, source, f"ODISE {variant} model head")
+    return {official_to_ours(k): v for k, v in present.items()}
 
 
 def load_head_into(model, state: dict[str, torch.Tensor], assign: bool = False) -> None:
