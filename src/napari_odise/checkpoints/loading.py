@@ -1,21 +1,54 @@
-"""Load a ready-to-use model by name: "tiny", "tiny-caption", "official", "official-caption", or a
-checkpoint file saved by napari-odise (a fine-tuned head in the official layout, with its config).
+"""Load a ready-to-use model by name or path, and say what a name or path builds without loading it.
+
+Names: "tiny", "tiny-caption" (seeded random weights), "official", "official-caption" (the
+weights store). A path is an ODISE head in the official layout:
+
+* a checkpoint written by ``napari-odise finetune``: the ``.config.json`` beside it says which base
+  model it sits on and with which sizes and inference settings;
+* any other head, without a config: the released file, a re-saved, converted or mirrored copy
+  (``{"model": state_dict}`` with or without ``_metadata``, or a bare state dict). Its keys say
+  label or caption and its shapes official or tiny size (:mod:`head_files`); a released file is
+  recognised by its hash, which is not required.
+
+An official-size head sits on the official Stable Diffusion + CLIP from the weights store (the head
+given replaces the manifest's ODISE file); a tiny-size head on the tiny model's seeded random
+frozen parts. Every key and shape is checked strictly when the head is loaded.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
+from napari_odise.errors import InvalidInputError, MissingFileError
 from napari_odise.model.build import build_odise
 from napari_odise.model.config import ODISEConfig, get_config
 from napari_odise.model.odise import ODISE
 
+log = logging.getLogger(__name__)
+
 RANDOM_MODELS = ("tiny", "tiny-caption")
 OFFICIAL_MODELS = ("official", "official-caption")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+@dataclass(frozen=True)
+class HeadCheckpoint:
+    """What an ODISE head file builds: ``config`` (variant, sizes, inference settings) on the
+    frozen parts of ``base`` (one of the model names)."""
+
+    path: Path
+    config: ODISEConfig
+    base: str
+    has_config_file: bool
 
 
 def load_model(name_or_path: str | Path, **options) -> ODISE:
+    """The model a name or a checkpoint path stands for (``options`` go to :func:`load_official`)."""
     name = str(name_or_path)
     if name in RANDOM_MODELS:
         return build_odise(get_config(name))
@@ -23,37 +56,106 @@ def load_model(name_or_path: str | Path, **options) -> ODISE:
         from .official_loading import load_official
 
         return load_official(name, **options)
-    path = Path(name)
-    if path.exists():
-        return load_finetuned(path, **options)
-    raise ValueError(
-        f"unknown model {name!r}: use one of {', '.join(RANDOM_MODELS + OFFICIAL_MODELS)} "
-        "or the path of a checkpoint saved by napari-odise"
-    )
+    return load_head_checkpoint(describe_checkpoint(name), **options)
+
+
+def model_config(name_or_path: str | Path) -> ODISEConfig:
+    """The config a name or path builds, without loading Stable Diffusion or CLIP: from the preset,
+    the ``.config.json`` beside a fine-tuned checkpoint, or the head's keys and shapes."""
+    name = str(name_or_path)
+    if name in RANDOM_MODELS or name in OFFICIAL_MODELS:
+        return get_config(name)
+    return describe_checkpoint(name).config
 
 
 def finetuned_config_path(checkpoint: Path) -> Path:
     """Where a fine-tuned checkpoint keeps its model config (next to it)."""
-    return checkpoint.with_suffix(".config.json")
+    return Path(checkpoint).with_suffix(".config.json")
 
 
-def load_finetuned(path: Path, **options) -> ODISE:
-    """A head saved by napari-odise (official key layout) on top of its base model's frozen parts."""
-    from napari_odise.weights.safe_load import load_checkpoint
+def describe_checkpoint(path: str | Path) -> HeadCheckpoint:
+    """Config and base model of a head file (reads its config file, else its keys and shapes).
 
+    Remembered while the files are unchanged: front ends ask for a model's variant and settings often."""
+    path = existing_checkpoint(path)
+    config_file = finetuned_config_path(path)
+    described = _describe(path.resolve(), _stamp(path), _stamp(config_file) if config_file.is_file() else None)
+    return replace(described, config=copy.deepcopy(described.config))  # configs are plain (mutable) dataclasses
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@lru_cache(maxsize=16)
+def _describe(path: Path, stamp: tuple[int, int], config_stamp: tuple[int, int] | None) -> HeadCheckpoint:
+    config_file = finetuned_config_path(path)
+    if config_stamp is not None:
+        config, base = _saved_config(config_file)
+        return HeadCheckpoint(path, config, base, has_config_file=True)
+    from .head_files import detect_head_config, read_head
+
+    config = detect_head_config(read_head(path), str(path))
+    return HeadCheckpoint(path, config, config.name, has_config_file=False)
+
+
+def existing_checkpoint(name: str | Path) -> Path:
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    names = ", ".join(RANDOM_MODELS + OFFICIAL_MODELS)
+    if path.is_dir():
+        raise InvalidInputError(f"{path} is a folder: give the ODISE checkpoint file in it (e.g. model.pth)")
+    if path.suffix in CHECKPOINT_SUFFIXES or len(path.parts) > 1:
+        raise MissingFileError(f"no checkpoint at {path}: check the path (or use one of the models {names})")
+    raise InvalidInputError(
+        f"unknown model {str(name)!r}: use one of {names}, or the path of an ODISE checkpoint in the official "
+        "layout (the released .pth, a re-saved copy, or the model.pth written by `napari-odise finetune`)"
+    )
+
+
+def _saved_config(config_file: Path) -> tuple[ODISEConfig, str]:
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+        config = ODISEConfig.from_dict(saved["config"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InvalidInputError(
+            f"{config_file} is unreadable ({type(error).__name__}: {error}); it is written by "
+            "`napari-odise finetune` beside its model.pth: restore it, or delete it to load the checkpoint "
+            "as a plain official-layout head with the default settings"
+        ) from None
+    base = saved.get("base_model", config.name)
+    if base not in RANDOM_MODELS + OFFICIAL_MODELS:
+        raise InvalidInputError(f"{config_file}: unknown base model {base!r}")
+    return config, base
+
+
+def load_head_checkpoint(checkpoint: HeadCheckpoint, **options) -> ODISE:
+    """The head on its base model's frozen parts, built from the checkpoint's config from the start."""
+    if not checkpoint.has_config_file:
+        _log_release(checkpoint)
+    if checkpoint.base in OFFICIAL_MODELS:
+        from .official_loading import load_official
+
+        return load_official(checkpoint.base, odise=checkpoint.path, config=checkpoint.config, **options)
+    from .head_files import read_head
     from .head_loading import convert_head, load_head_into
 
-    config_file = finetuned_config_path(path)
-    if not config_file.exists():
-        raise FileNotFoundError(
-            f"{path} has no {config_file.name} next to it: the config saved with the checkpoint is needed "
-            "to rebuild the model (which base model, which sizes)"
-        )
-    config = ODISEConfig.from_dict(json.loads(config_file.read_text())["config"])
-    base = json.loads(config_file.read_text()).get("base_model", config.name)
-    model = load_model(base, **options) if base in OFFICIAL_MODELS else build_odise(config)
-    model.config.inference = config.inference
-    checkpoint = load_checkpoint(path)
-    state = convert_head(checkpoint.state_dict, model, str(path))
-    load_head_into(model, state)
+    model = build_odise(checkpoint.config)
+    load_head_into(model, convert_head(read_head(checkpoint.path), model, str(checkpoint.path)))
     return model
+
+
+def _log_release(checkpoint: HeadCheckpoint) -> None:
+    from .head_files import recognise_release
+
+    released, digest = recognise_release(checkpoint.path)
+    variant = checkpoint.config.variant
+    if released is not None:
+        log.info("%s is the released %s (sha256 %s)", checkpoint.path, released.filename, digest)
+    else:
+        log.info(
+            "%s: an ODISE %s head in the official layout at %s size, not a released file (sha256 %s)",
+            checkpoint.path, variant, checkpoint.base.split("-")[0], digest,
+        )

@@ -35,17 +35,20 @@ def load_official(
     allow_download: bool = False,
     progress: bool = True,
     cache_dtype: torch.dtype | None = None,
+    config: ODISEConfig | None = None,
     **sources,
 ) -> ODISE:
     """The released model ("official" or "official-caption") from the weights folder.
 
     Files given as ``odise=``, ``sd=``, ``clip=`` are used as they are (any SD v1.x checkpoint or
-    diffusers folder, a fine-tuned head...), then the user's own SD/CLIP files recorded with
-    ``napari-odise weights use``; the others must be the manifest's files, present in the weights
-    folder (or downloaded when ``allow_download``) and verified.
+    diffusers folder, a fine-tuned or re-saved head...), then the user's own SD/CLIP files recorded with
+    ``napari-odise weights use``; the others must be the manifest's files,
+    present in the weights folder (or downloaded when ``allow_download``) and verified.
+    ``config`` is the model's config when it is not the preset's (a fine-tuned checkpoint's saved
+    inference settings): the model is built from it, never changed after.
     """
     paths = source_paths(name, sources, allow_download, progress)
-    return load_from_files(get_config(name), progress=progress, cache_dtype=cache_dtype, **paths)
+    return load_from_files(config or get_config(name), progress=progress, cache_dtype=cache_dtype, **paths)
 
 
 def source_paths(name: str, given: dict, allow_download: bool, progress: bool) -> dict[str, Path]:
