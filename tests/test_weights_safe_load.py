@@ -239,3 +239,27 @@ def test_torchscript_tensor_larger_than_its_record_is_refused(tmp_path):
         archive.writestr("oversized/data/0", bytes(16))
     with pytest.raises(CorruptCheckpointError, match="does not fit its 16-byte record"):
         load_checkpoint(path)
+
+
+def test_shapes_only_reading_reads_no_values(tmp_path):
+    """What `weights use` checks: names, shapes and dtypes as meta tensors. A safetensors file is
+    read from its header alone (this one is 4 GB of file-system hole), a pickle memory-mapped."""
+    from checkpoint_factory import write_sparse_safetensors
+    from napari_odise.weights.safe_load import load_checkpoint_shapes
+
+    big = write_sparse_safetensors({"unet.weight": (1000, 1000, 1000), "scale": ()}, tmp_path / "big.safetensors")
+    shapes = load_checkpoint_shapes(big)
+    assert {k: (tuple(v.shape), v.dtype, v.device.type) for k, v in shapes.items()} == {
+        "unet.weight": ((1000, 1000, 1000), torch.float32, "meta"),
+        "scale": ((), torch.float32, "meta"),
+    }
+    torch.save({"model": small_state()}, tmp_path / "head.pth")
+    shapes = load_checkpoint_shapes(tmp_path / "head.pth")
+    assert {k: (tuple(v.shape), v.dtype, v.is_meta) for k, v in shapes.items()} == {
+        "backbone.weight": ((3, 4), torch.float32, True),
+        "backbone.bias": ((3,), torch.float32, True),
+        "step": ((), torch.int64, True),
+    }
+    (tmp_path / "broken.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"not json")
+    with pytest.raises(CorruptCheckpointError, match="not a valid safetensors file"):
+        load_checkpoint_shapes(tmp_path / "broken.safetensors")

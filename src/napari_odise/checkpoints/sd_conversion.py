@@ -125,12 +125,16 @@ def _current_attention_name(key: str) -> str | None:
     return ".".join([*parts[:-2], DEPRECATED_ATTENTION_NAMES[parts[-2]], parts[-1]])
 
 
-def load_diffusers_folder(folder, unet, vae, text_encoder) -> SDWeights:
-    """SD v1 in diffusers' folder layout (unet/, vae/, text_encoder/ with safetensors or .bin)."""
+def load_diffusers_folder(folder, unet, vae, text_encoder, read=None) -> SDWeights:
+    """SD v1 in diffusers' folder layout (unet/, vae/, text_encoder/ with safetensors or .bin).
+
+    ``read`` (path -> state dict) replaces reading the tensors, e.g. by their shapes only for a check.
+    """
     from pathlib import Path
 
     from napari_odise.weights.safe_load import load_checkpoint
 
+    read = read or (lambda path: load_checkpoint(path).state_dict)
     folder = Path(folder)
     out = {}
     for sub, model in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
@@ -138,7 +142,7 @@ def load_diffusers_folder(folder, unet, vae, text_encoder) -> SDWeights:
         candidates = [c for c in candidates if ".fp16." not in c.name] or candidates
         if not candidates:
             raise MissingFileError(f"{folder / sub} has no weights file (*.safetensors or *.bin)")
-        state = dict(load_checkpoint(candidates[0]).state_dict)
+        state = dict(read(candidates[0]))
         if sub == "text_encoder":
             state = {k[len("text_model.") :] if k.startswith("text_model.") else k: v for k, v in state.items()}
             state.pop("embeddings.position_ids", None)

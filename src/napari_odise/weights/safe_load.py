@@ -65,6 +65,38 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return _unwrap(_load_pickle(path), path)
 
 
+def load_checkpoint_shapes(path: str | Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors as meta tensors (name, shape, dtype; no values), for checking a
+    file against a model without converting it: a safetensors header is all that is read; other
+    formats are memory-mapped where they can be, so their values are not read either."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        return _safetensors_shapes(path)
+    return {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in load_checkpoint(path).state_dict.items()}
+
+
+def _safetensors_shapes(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            entries = {key: handle.get_slice(key) for key in handle.keys()}
+            shapes = {key: (tuple(part.get_shape()), part.get_dtype()) for key, part in entries.items()}
+    except Exception as error:  # SafetensorError is not exported under a stable name
+        raise CorruptCheckpointError(f"{path} is not a valid safetensors file: {error}") from None
+    return {
+        key: torch.empty(shape, dtype=_SAFETENSORS_DTYPES.get(dtype, torch.float32), device="meta")
+        for key, (shape, dtype) in shapes.items()
+    }
+
+
+#: safetensors' dtype names (those a weights file holds) -> torch dtypes
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
 def _load_safetensors(path: Path) -> Checkpoint:
     from safetensors import safe_open
     from safetensors.torch import load_file
