@@ -41,8 +41,8 @@ def load_official(
     """The released model ("official" or "official-caption") from the weights folder.
 
     Files given as ``odise=``, ``sd=``, ``clip=`` are used as they are (any SD v1.x checkpoint or
-    diffusers folder, a fine-tuned or re-saved head...), then the user's own SD/CLIP files recorded with
-    ``napari-odise weights use``; the others must be the manifest's files,
+    diffusers folder, a fine-tuned or re-saved head...), then the user's own files recorded with
+    ``napari-odise weights use`` / ``weights import``; the others must be the manifest's files,
     present in the weights folder (or downloaded when ``allow_download``) and verified.
     ``config`` is the model's config when it is not the preset's (a fine-tuned checkpoint's saved
     inference settings): the model is built from it, never changed after.
@@ -52,15 +52,17 @@ def load_official(
 
 
 def source_paths(name: str, given: dict, allow_download: bool, progress: bool) -> dict[str, Path]:
-    """Role -> file for a released model: the files given, else the user's own (``weights use``),
-    else the manifest's from the weights folder (verified; downloaded when allowed)."""
+    """Role -> file for a released model: the files given, else the user's own (``weights use``,
+    or a head ``weights import`` placed under its own name), else the manifest's from the weights
+    folder (verified; downloaded when allowed)."""
     from napari_odise.weights import ensure_file, files_for_model, own_files
+    from napari_odise.weights.own_files import stand_in
 
     own = own_files()
     paths = {}
     for weight_file in files_for_model(name):
         role = next(r for r, manifest_role in ROLES.items() if manifest_role == weight_file.role)
-        chosen = given.get(role) or own.get(role)
+        chosen = given.get(role) or stand_in(weight_file, own)
         if chosen is not None:
             paths[role] = Path(chosen)
         else:

@@ -13,6 +13,7 @@ from napari_odise import weights
 from napari_odise.cli.refusals import refuse
 from napari_odise.errors import UserError
 from napari_odise.weights import hashing
+from napari_odise.weights.own_files import ROLES as STAND_IN_ROLES
 
 
 def register(subparsers) -> None:
@@ -46,7 +47,11 @@ def register(subparsers) -> None:
     importer = commands.add_parser(
         "import", help="copy (or link) files you already have into the weights folder, verified"
     )
-    importer.add_argument("--odise", metavar="FILE", help="odise_label_coco_50e-*.pth or odise_caption_coco_50e-*.pth")
+    importer.add_argument(
+        "--odise", metavar="FILE",
+        help="odise_label_coco_50e-*.pth or odise_caption_coco_50e-*.pth; a copy that is not byte-equal to the "
+        "release (re-saved, converted, a mirror) is imported if every key and shape fits the official head",
+    )
     importer.add_argument("--sd", metavar="FILE", help="sd-v1-3.ckpt")
     importer.add_argument("--clip", metavar="FILE", help="ViT-L-14-336px.pt")
     importer.add_argument(
@@ -62,14 +67,15 @@ def register(subparsers) -> None:
         "use",
         help="use your own Stable Diffusion / CLIP files instead of the manifest's (by path, no copy)",
         description="Record Stable Diffusion v1.x (ldm .ckpt/.safetensors or a diffusers folder) and/or "
-        "CLIP ViT-L-14-336 (OpenAI archive or open_clip state dict) files you already have. They are "
-        "checked key by key when the model loads. ODISE checkpoints: use `weights import`.",
+        "CLIP ViT-L-14-336 (OpenAI archive or open_clip state dict) files you already have. Each is "
+        "checked key by key (names and shapes) before it is recorded, and a file that does not fit is "
+        "refused. ODISE checkpoints: use `weights import`.",
     )
     use.add_argument("--sd", metavar="PATH", help="Stable Diffusion v1.x file or diffusers folder")
     use.add_argument("--clip", metavar="PATH", help="CLIP ViT-L-14-336 weights")
     use.add_argument("--reset", action="store_true", help="forget your files and use the manifest's again")
     use.add_argument(
-        "--no-convert", action="store_true", help="only record; check and convert to the cache on first use"
+        "--no-convert", action="store_true", help="only check and record; convert to the cache on first use"
     )
     use.set_defaults(func=run_use)
 
@@ -127,7 +133,8 @@ def run_status(args) -> int:
     if own:
         print("Your own files, used instead of the manifest's (`weights use --reset` to stop):")
         for role, path in own.items():
-            print(f"  {role}: {path}{'' if path.exists() else '  (MISSING)'}")
+            kind = "" if role in STAND_IN_ROLES else "  (imported head, not the released file)"
+            print(f"  {role}: {path}{'' if path.exists() else '  (MISSING)'}{kind}")
     cache_size = _human(sum(p.stat().st_size for p in cache_files))
     print(f"Cache folder:   {weights.cache_dir()}  ({len(cache_files)} files, {cache_size})")
     return 0
@@ -193,8 +200,10 @@ def run_import(args) -> int:
         raise  # a missing, wrong or refused file: cli.refusals reports it
     except OSError as error:  # the file system refused to copy or link (disk full, permissions)
         return _error(f"could not place the file: {error}")
-    for path in placed:
-        print(f"imported: {path}")
+    for imported in placed:
+        print(f"imported: {imported.path}")
+        if imported.note():
+            print(imported.note())
     if not args.no_convert:
         return _convert_imported()
     return 0
@@ -207,7 +216,8 @@ def run_use(args) -> int:
         return 0
     if not (args.sd or args.clip):
         return _error("give --sd PATH and/or --clip PATH (or --reset)")
-    recorded = weights.use_own_files(sd=args.sd, clip=args.clip)
+    print("checking every key and shape against the official model ...")
+    recorded = weights.use_own_files(sd=args.sd, clip=args.clip)  # refuses a file that does not fit
     for role, path in recorded.items():
         print(f"{role}: {path}")
     if not args.no_convert:
@@ -219,12 +229,12 @@ def _convert_imported() -> int:
     """Build the safetensors cache of every official model whose three files are now there (the
     user's own files count), which also checks them key by key."""
     from napari_odise.checkpoints.official_loading import prepare_official
-    from napari_odise.weights.importing import ROLES
+    from napari_odise.weights.own_files import stand_in
 
     present = {s.name for s in weights.status() if s.present}
-    own_roles = {ROLES[role] for role in weights.own_files()}
+    own = weights.own_files()
     for model in weights.model_names():
-        if not all(f.name in present or f.role in own_roles for f in weights.files_for_model(model)):
+        if not all(f.name in present or stand_in(f, own) for f in weights.files_for_model(model)):
             continue
         print(f"converting {model} to the fast-start cache ...")
         try:

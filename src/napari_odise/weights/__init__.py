@@ -21,7 +21,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .hashing import digest_matches, file_sha256, sha256_file, verify_file
-from .importing import import_files
+from .importing import ImportedFile, import_files
 from .own_files import forget_own_files, own_files, use_own_files
 from .manifest import Manifest, WeightFile, all_files, files_for_model, get, model_names
 from .paths import cache_dir, home_dir, weights_dir
@@ -35,6 +35,7 @@ __all__ = [
     "ChecksumMismatchError",
     "CorruptCheckpointError",
     "FileStatus",
+    "ImportedFile",
     "Manifest",
     "UnknownWeightError",
     "UnsafeCheckpointError",
