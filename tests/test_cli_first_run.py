@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,47 @@ def test_an_empty_result_says_why_and_what_to_try(tmp_path):
     args = build_parser().parse_args(["segment", "x.png", "--out", str(tmp_path), "--settings", "demo"])
     lines = what_was_written(BatchSummary(total=1, done=["x.png"]), args, BatchOptions())
     assert not any("note:" in line for line in lines)  # segments kept, the official model: nothing to explain
+
+
+def test_relabel_leaves_one_consistent_folder_that_segment_extends(first_run, tmp_path):
+    from napari_odise import Vocabulary
+    from napari_odise.batch import BatchStore
+    from napari_odise.io import read_panoptic_png
+
+    source, _stdout, home = first_run
+    out = tmp_path / "odise-out"
+    shutil.copytree(source, out)
+    relabelled = napari_odise("relabel", str(out), "--vocab", "ade20k", "--quiet", home=home)
+    assert "1 re-labelled, 0 already done, 0 failed (of 1)" in relabelled.stdout
+
+    store = BatchStore.open(out / "store.zarr")
+    ade20k = Vocabulary.preset("ade20k")
+    assert store.vocabulary.name == ade20k.name
+    result = store.load_result("astronaut.png")
+    annotation = json.loads((out / "segments" / "astronaut.png.json").read_text())
+    assert annotation["vocabulary"] == ade20k.name and annotation["labels"] == store.labels
+    names = {category.name for category in ade20k.categories}
+    assert annotation["segments_info"] and all(s["category"] in names for s in annotation["segments_info"])
+    assert [s["category"] for s in annotation["segments_info"]] == result.segments["category"].tolist()
+    np.testing.assert_array_equal(read_panoptic_png(out / "panoptic" / "astronaut.png.png"), result.label_map)
+    image = np.asarray(Image.open(out / "samples" / "astronaut.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "overlay" / "astronaut.png.png")), result.overlay(image))
+    manifest = json.loads((out / "batch.json").read_text())
+    assert (manifest["vocabulary"], manifest["labels"]) == (ade20k.name, store.labels)
+
+    # the folder now resumes and grows under the new vocabulary, and refuses the old one
+    extended = napari_odise(*README_RUN, "--sample", "coffee", "--vocab", "ade20k", "--out", str(out), "--quiet", home=home)
+    assert "1 segmented, 1 already done, 0 failed (of 2)" in extended.stdout
+    coffee = json.loads((out / "segments" / "coffee.png.json").read_text())
+    assert coffee["vocabulary"] == ade20k.name and coffee["labels"] == store.labels
+
+
+
+def test_a_folder_refuses_another_vocabulary(first_run, tmp_path, capsys):
+    from napari_odise.cli import main
+
+    source, _stdout, _home = first_run
+    out = tmp_path / "odise-out"
+    shutil.copytree(source, out)
+    assert main([*README_RUN, "--vocab", "ade20k", "--out", str(out), "--quiet"]) == 2  # refused before loading
+    assert "holds results made differently" in capsys.readouterr().err

@@ -8,6 +8,9 @@ For an image with key ``sub/cat.jpg`` (the original name is kept whole, so ``cat
                                 category names, scores and boxes, plus the image's size
     overlay/sub/cat.jpg.png     the segments blended over the image, for a quick look
 
+The JSON also records the source file (``source``: path and page) and the store's labelset id
+(``labels``), so that ``relabel`` redraws these files under a new vocabulary.
+
 Each file is written atomically; the JSON comes last, and an image counts as written when all
 three exist.
 """
@@ -18,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_odise.batch.reading import PAGE_MARK
+from napari_odise.batch.reading import PAGE_MARK, Item
 from napari_odise.io.boxes import bounding_boxes
 from napari_odise.io.images import write_png
 from napari_odise.io.panoptic_png import write_panoptic_png
-from napari_odise.io.stable_json import write_json
+from napari_odise.io.stable_json import read_json, write_json
 from napari_odise.result import PanopticResult
 
 FOLDERS = ("panoptic", "segments", "overlay")
@@ -64,10 +67,26 @@ class ImageFiles:
     def has(self, key: str) -> bool:
         return all(path.is_file() for path in self.paths(key).values())
 
-    def write(self, key: str, rgb: np.ndarray, result: PanopticResult, model: str) -> dict[str, Path]:
+    def read_annotation(self, key: str) -> dict | None:
+        """The image's segments JSON, or None when it has not been written."""
+        path = self.paths(key)["segments"]
+        return read_json(path) if path.is_file() else None
+
+    def write(
+        self, key: str, rgb: np.ndarray | None, result: PanopticResult, model: str,
+        source: Item | None = None, labels: str | None = None,
+    ) -> dict[str, Path]:
+        """Write the three files (``rgb`` None: no overlay, and a stale one is removed).
+
+        ``source`` (the image file and page) and ``labels`` (the store's labelset id) are
+        recorded so that re-labelling can redraw the overlay and knows which files are current.
+        """
         paths = self.paths(key)
         write_panoptic_png(paths["panoptic"], result.label_map)
-        write_png(paths["overlay"], result.overlay(rgb))
+        if rgb is not None:
+            write_png(paths["overlay"], result.overlay(rgb))
+        else:
+            paths["overlay"].unlink(missing_ok=True)
         height, width = result.label_map.shape
         annotation = {
             "image": key,
@@ -78,5 +97,9 @@ class ImageFiles:
             "vocabulary": result.vocabulary.name,
             "segments_info": segments_info(result),
         }
+        if source is not None:
+            annotation["source"] = {"path": str(Path(source.path).resolve()), "page": int(source.page)}
+        if labels is not None:
+            annotation["labels"] = labels
         write_json(paths["segments"], annotation, indent=1)
         return paths

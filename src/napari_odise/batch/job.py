@@ -110,7 +110,7 @@ class ItemProcessor:
                     store.write_image(key, item.file_key, item.page, rgb.shape[:2], encoded)
                 store.write_labels(key, result)
         if self.files is not None and not self.files.has(key):
-            self.files.write(key, rgb, result, self.job.model.name)
+            self.files.write(key, rgb, result, self.job.model.name, source=item, labels=self.job.labels)
         return result
 
 

@@ -3,6 +3,8 @@
 The new labels are written as a new labelset next to the current one (each image atomically,
 so a killed run resumes where it stopped), and the store switches to it only when every image
 has it; the old labelset is then deleted. Until the switch, readers keep seeing the old labels.
+When the store sits in a batch output folder, that folder's per-image files and batch.json then
+follow (:mod:`.relabel_files`), so a later ``segment`` run with the new vocabulary resumes it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from napari_odise.batch.job import BatchCancelled, describe
 from napari_odise.batch.lock import folder_lock
 from napari_odise.batch.models import ModelSpec, load_predictor
+from napari_odise.batch.relabel_files import follow_store
 from napari_odise.batch.progress import BatchProgress, ProgressCallback
 from napari_odise.batch.store import BatchStore, StoreError, labelset_id
 from napari_odise.batch.summary import BatchSummary, Failure
@@ -80,6 +83,7 @@ def relabel_store(
             if store.labels != target:
                 store.switch_labels(target)
             store.drop_labelsets(keep=target)
+            summary.without_overlay = follow_store(store.path.parent, store)
         store.clear_partials()  # nothing is being written now: only leftovers (and the empty folder)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -27,6 +27,7 @@ class BatchSummary:
     skipped: list[str] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)  # done now, but no segment was kept
+    without_overlay: list[str] = field(default_factory=list)  # relabel: image gone, overlay removed
     cancelled: bool = False
     seconds: float = 0.0
     shard: str | None = None
@@ -67,6 +68,11 @@ class BatchSummary:
         ]
         if self.empty:
             lines.append(f"{_images(len(self.empty))} kept no segment: {_listed(self.empty)}")
+        if self.without_overlay:
+            lines.append(
+                f"{_images(len(self.without_overlay))} without an overlay (the image file is gone or was not "
+                f"recorded): {_listed(self.without_overlay)}; run segment again with the same inputs to draw them"
+            )
         if self.cleaned:
             lines.append(f"removed {self.cleaned} unfinished result(s) of an interrupted run")
         for failure in sorted(self.failed, key=lambda f: f.key):
