@@ -45,6 +45,7 @@ from napari_odise.io.layers import (
 from napari_odise.result import PanopticResult, features_table, segments_table
 from napari_odise.vocabulary import Vocabulary
 
+from .paint_counts import count_changes
 from .planes import PlaneKey
 from .relabel import place_result
 
@@ -91,6 +92,7 @@ class SegmentationLayer:
         self.table = segments_table()
         self._present: set[int] = set()
         self._unlabeled = -1
+        self._areas: dict[int, int] | None = None  # pixels per id > 0 at the last sync
         self._synced_vocabulary: Vocabulary | None = None
         self._colors: dict | None = None
         self._syncing = False
@@ -162,9 +164,33 @@ class SegmentationLayer:
         vocabulary) changed, and tell the followers (``table_changed``)."""
         if self._syncing:
             return False
+        ids, areas, unlabeled = count_ids(self.layer.data)
+        return self._sync_counts(ids, areas, unlabeled)
+
+    def _sync_painted(self, atoms) -> bool:
+        """Sync after a paint event from the values it overwrote and wrote (time proportional to
+        the painted area); False when the event cannot be read so (then recount)."""
+        changes = count_changes(atoms)
+        if changes is None or self._areas is None or self._syncing:
+            return False
+        areas, unlabeled = dict(self._areas), self._unlabeled
+        for label, delta in changes.items():
+            if label == 0:
+                unlabeled += delta
+            else:
+                areas[label] = areas.get(label, 0) + delta
+        if unlabeled < 0 or any(v < 0 for v in areas.values()):
+            return False  # the pixels changed without an event: recount
+        ids = np.array(sorted(k for k, v in areas.items() if v > 0), dtype=np.int64)
+        self._sync_counts(ids, np.array([areas[i] for i in ids.tolist()], dtype=np.int64), unlabeled)
+        return True
+
+    def _sync_counts(self, ids: np.ndarray, areas: np.ndarray, unlabeled: int) -> bool:
+        if self._syncing:
+            return False
         self._syncing = True
         try:
-            ids, areas, unlabeled = count_ids(self.layer.data)
+            self._areas = dict(zip(ids.tolist(), areas.tolist()))
             for segment_id in ids.tolist():
                 self.rows.setdefault(segment_id, Row())
             self._present = set(ids.tolist())
@@ -208,6 +234,8 @@ class SegmentationLayer:
                 return  # display refresh inside a stroke: the stroke's paint event follows
             self._painted = False
         elif event is not None and event.type == "paint":
+            if self._sync_painted(event.value):
+                return  # counted from the event: the write that may follow changes nothing more
             self._painted = True
         self.sync()
 
