@@ -6,6 +6,11 @@ generator (what napari's ``thread_worker`` drives) yields them as they arrive. C
 event; the work's next report then raises :class:`_Cancelled` inside the predictor, which unwinds
 the run, and the generator returns ``None`` instead of a result. Nothing is half-applied, because
 results are only ever applied by whoever receives the generator's return value.
+
+Some work reports nothing for a long time: loading the official model takes 30-50 s inside one
+call that cannot be interrupted. A cancel then does not wait for it: the generator returns
+``None`` at once and the helper thread is left to finish on its own (its result is dropped; a
+model it loaded stays in the pool, so the next Run starts without loading).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import TypeVar
 from napari_odise.errors import OdiseError
 
 T = TypeVar("T")
+
+_POLL_S = 0.1  # how soon a cancel is noticed while the work reports nothing
 
 # Share of one plane's progress bar each predictor stage takes (the backbone dominates).
 _STAGE_SPAN = {"load": (0.0, 0.0), "backbone": (0.0, 0.8), "decoder": (0.8, 0.9), "classify": (0.9, 1.0)}
@@ -80,6 +87,11 @@ class Job:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        """The helper thread still runs (after an abandoning cancel: until its call returns)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def run(
         self, work: Callable[[Callable[[Progress], None]], T], interrupt: bool = True
     ) -> Generator[Progress, None, T | None]:
@@ -111,9 +123,16 @@ class Job:
         self._thread = threading.Thread(target=target, name="napari-odise-job", daemon=True)
         self._thread.start()
         kind = "progress"
+        abandoned = False
         try:
             while kind == "progress":
-                kind, value = reports.get()
+                try:
+                    kind, value = reports.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if interrupt and self._cancel.is_set():
+                        abandoned = True  # inside a call that reports nothing: do not wait for it
+                        return None
+                    continue
                 if kind == "progress":
                     yield value
             if kind == "error":
@@ -122,4 +141,5 @@ class Job:
         finally:
             if kind == "progress":  # closed early (the consumer stopped iterating): stop the helper
                 self._cancel.set()
-            self._thread.join()
+            if not abandoned:
+                self._thread.join()

@@ -14,6 +14,7 @@ from functools import partial
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -38,6 +39,7 @@ from .model_fields import ModelFields
 from .proxies import unwrap
 from .session import MODELS, ModelChoice, Session
 from .vocabulary_widget import VocabularyWidget
+from .weights_check import missing_advice
 
 CHECKPOINT_ITEM = "fine-tuned checkpoint..."
 CURRENT_PLANE, ALL_PLANES = "current plane", "all planes"
@@ -53,6 +55,8 @@ class SegmentWidget(QWidget):
         self._worker = None
         self._relabel_worker = None
         self._relabel_pending = False
+        self._succeeded = False  # the last run put its results into a layer
+        self._stage = ""  # the running job's latest progress stage
         self._overlays: dict = {}  # by the Labels layer's unique_id
 
         form = QFormLayout()
@@ -71,6 +75,15 @@ class SegmentWidget(QWidget):
         self.model_combo.activated.connect(self._maybe_pick_checkpoint)
         for combo in self.model_fields.combos:
             combo.currentTextChanged.connect(self._store_choice)
+        self.weights_note = QLabel("")  # what the chosen model lacks, before Run
+        self.weights_note.setWordWrap(True)
+        self.weights_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.use_tiny = QPushButton("Use 'tiny' (no weights needed)")
+        self.use_tiny.clicked.connect(lambda: self.model_combo.setCurrentText("tiny"))
+        form.addRow(self.weights_note)
+        form.addRow(self.use_tiny)
+        self.model_combo.currentTextChanged.connect(self._check_weights)
+        self._check_weights()
 
         self.vocabulary_widget = VocabularyWidget(self.session.vocabulary)
         self.names_box = QCheckBox("Show category names on the segments")
@@ -142,6 +155,14 @@ class SegmentWidget(QWidget):
         image = self.selected_image()
         self.planes_combo.setEnabled(image is not None and len(labels_shape(image)) > 2)
 
+    def _check_weights(self, *args) -> str | None:
+        """Show what the chosen model lacks (all its files, the command that gets them)."""
+        advice = missing_advice(self.model_combo.currentText())
+        self.weights_note.setText(advice or "")
+        self.weights_note.setVisible(advice is not None)
+        self.use_tiny.setVisible(advice is not None)
+        return advice
+
     def _maybe_pick_checkpoint(self, index: int) -> None:
         if self.model_combo.itemText(index) != CHECKPOINT_ITEM:
             return
@@ -186,6 +207,11 @@ class SegmentWidget(QWidget):
             planes = all_planes(shape)
         else:
             planes = [current_plane(image, self.viewer.dims.point)]
+        advice = self._check_weights()
+        if advice is not None:
+            self.status.setText("not started: the model's weights are missing (see above)")
+            show_error(advice)
+            return
         choice = self.choice()
         self._job = Job()
         work = self.session.segment_work(image, planes, vocabulary, choice)
@@ -194,11 +220,14 @@ class SegmentWidget(QWidget):
         worker.returned.connect(partial(self._on_segmented, image, vocabulary, choice))
         worker.finished.connect(self._on_finished)
         self._worker = worker
+        self._succeeded, self._stage = False, ""
         self._set_running(True, f"segmenting '{image.name}' with {choice.model}...")
         worker.start()
 
     def cancel(self) -> None:
-        """Stop the run at the model's next progress report; no layer is added or changed."""
+        """Stop the run at the model's next progress report; no layer is added or changed. While
+        the model loads (one call that cannot be interrupted) the run is dropped at once and
+        the load finishes in the background, keeping the model in the pool for the next Run."""
         if self._worker is None:
             return
         self._job.cancel()
@@ -207,12 +236,18 @@ class SegmentWidget(QWidget):
         self.status.setText("cancelling...")
 
     def _on_progress(self, progress: Progress) -> None:
-        self.progress_bar.setValue(round(progress.fraction * 1000))
+        self._stage = progress.stage
+        if progress.stage == "load":
+            self.progress_bar.setRange(0, 0)  # busy: loading reports no steps (30-50 s for official)
+        else:
+            self.progress_bar.setRange(0, 1000)
+            self.progress_bar.setValue(round(progress.fraction * 1000))
         self.status.setText(progress.text())
 
     def _on_segmented(self, image, vocabulary, choice, results) -> None:
         if results is None or image not in self.viewer.layers:
             return
+        self._succeeded = True
         layer = self.session.apply_segmentation(image, results, vocabulary, choice)
         state = self.session.state(layer)
         self._add_overlays(state)
@@ -226,7 +261,13 @@ class SegmentWidget(QWidget):
         cancelled = self._job is not None and self._job.cancelled and self._worker is not None
         self._worker = None
         self._relabel_worker = None
-        self._set_running(False, "cancelled: nothing was changed" if cancelled else "done")
+        if cancelled:
+            text = "cancelled: nothing was changed"
+            if self._job.running and self._stage == "load":
+                text += " (the model keeps loading in the background, for the next Run)"
+        else:
+            text = "done" if self._succeeded else "stopped (see the notification)"
+        self._set_running(False, text)
         if self._relabel_pending:
             self.relabel()
 
@@ -234,7 +275,8 @@ class SegmentWidget(QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running and self._worker is not None)
         if not running:
-            self.progress_bar.setValue(0)
+            self.progress_bar.setRange(0, 1000)  # ends the busy phase
+            self.progress_bar.setValue(1000 if self._succeeded else 0)
         self.status.setText(text)
 
     # --- vocabulary changes --------------------------------------------------------------------
@@ -264,6 +306,7 @@ class SegmentWidget(QWidget):
             self.session.apply_relabel(state, None, vocabulary)
             return
         worker = create_worker(work, _start_thread=False, _connect={"errored": self._on_error})
+        self._succeeded = False
         worker.returned.connect(partial(self._on_relabelled, state, vocabulary))
         worker.finished.connect(self._on_finished)
         self._relabel_worker = worker
@@ -271,6 +314,7 @@ class SegmentWidget(QWidget):
         worker.start()
 
     def _on_relabelled(self, state, vocabulary, results) -> None:
+        self._succeeded = True
         if state.layer in self.viewer.layers:
             self.session.apply_relabel(state, results, vocabulary)
 
