@@ -39,6 +39,8 @@ def first_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     out = tmp_path_factory.mktemp("first") / "odise-out"
     done = napari_odise(*README_RUN, "--out", str(out), home=home)
+    # the model load is announced, and its end (stderr is not a terminal here: two lines)
+    assert "loading model tiny on auto ...\n" in done.stderr and "loading model tiny on auto: done in" in done.stderr
     return out, done.stdout, home
 
 

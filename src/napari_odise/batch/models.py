@@ -8,7 +8,13 @@ from __future__ import annotations
 from napari_odise.models import ModelSpec
 from napari_odise.pool import default_pool
 
-__all__ = ["ModelSpec", "load_predictor", "worker_device"]
+__all__ = ["ModelSpec", "describe_model", "load_predictor", "worker_device"]
+
+
+def describe_model(spec: ModelSpec) -> str:
+    """``tiny on cpu``, ``official on auto (fp16)``: what a busy line names."""
+    precision = f" ({spec.precision})" if spec.precision != "fp32" else ""
+    return f"{spec.name} on {spec.device}{precision}"
 
 
 def load_predictor(spec: ModelSpec, device: str | None = None):

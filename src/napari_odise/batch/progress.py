@@ -15,6 +15,7 @@ class BatchProgress:
     skipped: int  # images already done by an earlier run
     elapsed: float  # seconds since the first image started
     key: str | None = None  # the image that just finished
+    waiting: str | None = None  # what the run waits for before its images (e.g. "loading model tiny on cpu")
 
     @property
     def rate(self) -> float:
@@ -48,8 +49,16 @@ class TerminalProgress:
         self._file = file or sys.stderr
         self._disable = disable
         self._bar = None
+        self._wait = None  # the busy line shown while the run waits (loading the model)
 
     def __call__(self, event: BatchProgress) -> None:
+        self._end_wait()
+        if event.waiting is not None:
+            if not self._disable:
+                from napari_odise.cli.busy import Busy
+
+                self._wait = Busy(event.waiting, self._file).start()
+            return
         if self._bar is None:
             from tqdm import tqdm
 
@@ -58,6 +67,12 @@ class TerminalProgress:
         if event.failed:
             self._bar.set_postfix(failed=event.failed, refresh=False)
 
-    def close(self) -> None:
+    def _end_wait(self, ok: bool = True) -> None:
+        if self._wait is not None:
+            self._wait.finish(ok)
+            self._wait = None
+
+    def close(self, ok: bool = True) -> None:
+        self._end_wait(ok)
         if self._bar is not None:
             self._bar.close()

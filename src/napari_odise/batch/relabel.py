@@ -16,7 +16,7 @@ from pathlib import Path
 
 from napari_odise.batch.job import BatchCancelled, describe
 from napari_odise.batch.lock import folder_lock
-from napari_odise.batch.models import ModelSpec, load_predictor
+from napari_odise.batch.models import ModelSpec, describe_model, load_predictor
 from napari_odise.batch.relabel_files import follow_store
 from napari_odise.batch.progress import BatchProgress, ProgressCallback
 from napari_odise.batch.store import BatchStore, StoreError, labelset_id
@@ -74,7 +74,12 @@ def relabel_store(
         for key in keys:
             (summary.skipped if store.has_labels(key, target) else pending).append(key)
         if pending:
-            predictor = predictor or load_predictor(store_model_spec(store, device))
+            if predictor is None:
+                spec = store_model_spec(store, device)
+                if progress is not None:
+                    waiting = f"loading model {describe_model(spec)}"
+                    progress(BatchProgress(0, 0, len(pending), len(summary.skipped), 0.0, waiting=waiting))
+                predictor = load_predictor(spec)
             try:
                 _relabel(store, pending, vocabulary, target, classify, predictor, summary, progress, cancel)
             except BatchCancelled:

@@ -23,7 +23,7 @@ from napari_odise.batch.files import FOLDERS, ImageFiles
 from napari_odise.batch.job import STORE_NAME, BatchCancelled, BatchJob, ItemProcessor, Outcome
 from napari_odise.batch.lock import folder_lock
 from napari_odise.batch.manifest import check, check_or_write
-from napari_odise.batch.models import ModelSpec, load_predictor
+from napari_odise.batch.models import ModelSpec, describe_model, load_predictor
 from napari_odise.batch.progress import BatchProgress, ProgressCallback
 from napari_odise.batch.publish import partial_root
 from napari_odise.batch.reading import ImageReadError, Item, expand
@@ -181,8 +181,9 @@ def run_batch(
         check(out, manifest)
         coco = _coco_output(out, vocabulary, spec) if options.coco else None
         pending = _pending_items(files, options, job, header, coco, summary)
-        if pending and not options.scheduler:
-            predictor = predictor or load_predictor(spec)  # fails before anything is written
+        if pending and not options.scheduler and predictor is None:
+            _announce_loading(progress, spec, len(pending), len(summary.skipped))
+            predictor = load_predictor(spec)  # fails before anything is written
         check_or_write(out, manifest)
         if options.store:
             summary.cleaned = BatchStore.open_or_create(job.store_path, header, vocabulary, settings).clear_partials()
@@ -202,6 +203,12 @@ def run_batch(
                 raise
         tracker.finish(out, started)
     return summary
+
+
+def _announce_loading(progress: ProgressCallback | None, spec: ModelSpec, total: int, skipped: int) -> None:
+    """Tell the progress display that the model is loading (tens of seconds for the official one)."""
+    if progress is not None:
+        progress(BatchProgress(0, 0, total, skipped, 0.0, waiting=f"loading model {describe_model(spec)}"))
 
 
 def _header(spec: ModelSpec, settings: InferenceSettings, embeddings: str, labels: str) -> dict:

@@ -49,8 +49,52 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run, refused_status=1)
 
 
+def check_arguments(args) -> None:
+    """What can be checked without PyTorch, before it loads: the dataset folder, the base model,
+    sizes and fractions. Raises a UserError that says what to fix."""
+    from pathlib import Path
+
+    from napari_odise.errors import InvalidInputError, MissingFileError
+    from napari_odise.io.layout import DatasetLayout
+    from napari_odise.models import ModelSpec
+
+    dataset = Path(args.dataset)
+    if not dataset.is_dir():
+        raise MissingFileError(f"no dataset folder at {dataset}: give a folder written by `napari-odise export` or the Export widget")
+    if not DatasetLayout(dataset).panoptic_json.is_file():
+        raise MissingFileError(
+            f"{dataset} is not a napari-odise dataset (no annotations/panoptic.json): export one with "
+            "`napari-odise export` or the Export widget"
+        )
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InvalidInputError(f"--out {args.out} is a file: give a folder (it is created if missing)")
+    ModelSpec(args.base_model, args.device)  # a known model name or an existing checkpoint file
+    for name in ("steps", "batch_size", "checkpoint_every", "num_points"):
+        if getattr(args, name) < 1:
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.val_every < 0:
+        raise InvalidInputError(f"--val-every must be 0 (never) or more, got {args.val_every}")
+    if args.image_size < 64 or args.image_size % 64:
+        raise InvalidInputError(f"--image-size must be a multiple of 64, got {args.image_size}")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise InvalidInputError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if not 0.0 < args.min_scale <= args.max_scale:
+        raise InvalidInputError(f"need 0 < --min-scale <= --max-scale, got {args.min_scale} and {args.max_scale}")
+    if args.precision != "fp32" and args.device == "cpu":
+        raise InvalidInputError("mixed precision training needs a CUDA GPU; use --precision fp32 on the CPU")
+
+
 def run(args) -> int:
+    from napari_odise.errors import UserError
+
+    try:
+        check_arguments(args)
+    except UserError as error:
+        return refuse(error, status=1)
+    # Only now PyTorch and the model: a wrong path is reported in a second, not after the import.
     from tqdm import tqdm
+
+    from napari_odise.cli.busy import Busy
 
     from napari_odise.train.criterion import LossWeights
     from napari_odise.train.finetune import Cancelled, FinetuneConfig, Finetuner
@@ -79,7 +123,8 @@ def run(args) -> int:
         loss=LossWeights(num_points=args.num_points),
     )
     try:
-        trainer = Finetuner(config, resume=not args.no_resume)
+        with Busy(f"loading the dataset and model {args.base_model} on {args.device}"):
+            trainer = Finetuner(config, resume=not args.no_resume)
     except OSError as error:  # the file system refused the dataset or the output folder
         return refuse(error, status=1)
     bar = tqdm(total=config.steps, initial=trainer.step, desc="fine-tuning", unit="step")

@@ -74,59 +74,86 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--crop-size", type=int, metavar="PX", help="backbone crop size (default 512)")
 
 
-def model_spec(args):
-    """(ModelSpec, InferenceSettings) from the model arguments."""
-    from napari_odise.models import ModelSpec
-
-    overrides = {
-        name: getattr(args, name)
-        for name in ("short_edge", "max_size", "crop_size")
-        if getattr(args, name, None) is not None
-    }
-    spec = ModelSpec(args.model, args.device, args.precision)
-    return spec, spec.settings(args.settings, **overrides)
-
-
 def run(args) -> int:
-    from napari_odise.batch import BatchOptions, TerminalProgress, run_batch
-    from napari_odise.batch.vocabularies import load_vocabulary
-
     try:
-        inputs = list(args.inputs) + [str(write_sample(name, args.out)) for name in args.sample]
-        if not inputs:
-            raise InvalidInputError("give at least one image or folder, or --sample NAME")
-        vocabulary = load_vocabulary(args.vocab)
-        options = BatchOptions(
-            recursive=args.recursive,
-            pattern=args.glob,
-            pages=args.pages,
-            store=args.store,
-            files=args.files,
-            coco=args.coco,
-            embeddings=args.embeddings,
-            shard=args.shard,
-            shard_by=args.shard_by,
-            scheduler=args.scheduler,
-            workers=args.workers,
-        )
-        spec, settings = model_spec(args)
+        inputs, vocabulary, spec, overrides = check_arguments(args)
     except UserError as error:
         return refuse(error)
+    # Only now the heavy part (PyTorch, the model): a typo is reported in a second, not after it.
+    from napari_odise.batch import TerminalProgress, run_batch
+
+    options = _options(args)
     progress = TerminalProgress(disable=args.quiet)
     try:
+        inputs += [str(write_sample(name, args.out)) for name in args.sample]
+        settings = spec.settings(args.settings, **overrides)
         summary = run_batch(inputs, args.out, vocabulary, spec, options, progress=progress, settings=settings)
     except KeyboardInterrupt:
-        progress.close()
+        progress.close(ok=False)
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return INTERRUPTED
     except UserError as error:  # closes the progress bar before the message; anything else is a bug
-        progress.close()
+        progress.close(ok=False)
         return refuse(error)
     progress.close()
     print(summary.text())
     for line in what_was_written(summary, args, options):
         print(line)
     return summary.exit_code
+
+
+def check_arguments(args):
+    """Everything the command line says, checked without PyTorch: (inputs, vocabulary, model
+    spec, resolution overrides); raises a UserError that says what to fix."""
+    from napari_odise._sample_data import SAMPLES
+    from napari_odise.batch.discovery import DiscoveryError, parse_shard
+    from napari_odise.batch.vocabularies import load_vocabulary
+    from napari_odise.model.settings import InferenceSettings
+    from napari_odise.models import ModelSpec
+
+    unknown = [name for name in args.sample if name not in SAMPLES]
+    if unknown:
+        raise InvalidInputError(f"unknown sample {unknown[0]!r}; choose one of {', '.join(SAMPLES)}")
+    inputs = list(args.inputs)
+    if not inputs and not args.sample:
+        raise InvalidInputError("give at least one image or folder, or --sample NAME")
+    missing = [path for path in inputs if not Path(path).exists()]
+    if missing:
+        raise DiscoveryError(f"not found: {', '.join(missing)}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InvalidInputError(f"--out {args.out} is a file: give a folder (it is created if missing)")
+    if args.shard is not None:
+        parse_shard(args.shard)
+    vocabulary = load_vocabulary(args.vocab)
+    spec = ModelSpec(args.model, args.device, args.precision)
+    overrides = {
+        name: getattr(args, name)
+        for name in ("short_edge", "max_size", "crop_size")
+        if getattr(args, name, None) is not None
+    }
+    InferenceSettings().replace(**overrides)  # checks the values
+    writes_files = args.files if args.files is not None else not args.coco
+    if not (args.store or writes_files or args.coco):
+        raise InvalidInputError("nothing to write: enable the store, the per-image files or the COCO dataset")
+    return inputs, vocabulary, spec, overrides
+
+
+def _options(args):
+    from napari_odise.batch import BatchOptions
+
+    return BatchOptions(
+        recursive=args.recursive,
+        pattern=args.glob,
+        pages=args.pages,
+        store=args.store,
+        files=args.files,
+        coco=args.coco,
+        embeddings=args.embeddings,
+        shard=args.shard,
+        shard_by=args.shard_by,
+        scheduler=args.scheduler,
+        workers=args.workers,
+    )
 
 
 def what_was_written(summary, args, options) -> list[str]:
