@@ -47,3 +47,28 @@ def test_mistakes_are_refused_before_torch_loads(argv, status, message, tmp_path
     assert message in done.stderr
     assert "torch not imported" in done.stdout
     assert not (tmp_path / "out").exists()
+
+
+def subcommand_parser(name: str):
+    from napari_odise.cli import build_parser
+
+    parser = build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices[name]
+
+
+@pytest.mark.parametrize("name", ["segment", "relabel", "merge", "finetune", "export", "weights"])
+def test_help_is_plain_text(name):
+    text = subcommand_parser(name).format_help()
+    assert "``" not in text and ":class:" not in text and ":mod:" not in text, text
+
+
+@pytest.mark.parametrize("name", ["finetune", "relabel", "merge"])
+def test_every_option_says_what_it_does_and_its_default(name):
+    parser = subcommand_parser(name)
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+        if action.option_strings and not action.required:
+            shown = parser._get_formatter()._get_help_string(action)
+            assert "default" in shown, f"{name} {action.option_strings} does not show its default"

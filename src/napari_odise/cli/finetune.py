@@ -6,6 +6,7 @@ diverged); 130 stopped (run the same command again to resume).
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -23,28 +24,29 @@ def register(subparsers) -> None:
         description="Train the label model's head on a dataset written by `napari-odise export` or the "
         "Export widget. Stop it any time (Ctrl+C stops after the current step); the same command resumes "
         "from DIR/last.pt. The result, DIR/model.pth, loads like the official model: `--model DIR/model.pth`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("dataset", help="dataset folder (annotations/panoptic.json, images/, vocabulary.json)")
-    parser.add_argument("--out", required=True, help="output folder (checkpoints, model.pth, training.json)")
-    parser.add_argument("--base-model", default="official", help="official (default), tiny, or a model.pth to continue")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--image-size", type=int, default=1024, help="training crop size, a multiple of 64")
-    parser.add_argument("--min-scale", type=float, default=0.1, help="large-scale jitter range (ODISE: 0.1-2.0)")
-    parser.add_argument("--max-scale", type=float, default=2.0)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (last.pt, model.pth, training.json)")
+    parser.add_argument("--base-model", default="official", help="official, tiny (random weights, for trials), or a model.pth to continue from")
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps in all (a resumed run counts from where it stopped)")
+    parser.add_argument("--batch-size", type=int, default=2, help="images per step")
+    parser.add_argument("--image-size", type=int, default=1024, metavar="PX", help="training crop size, a multiple of 64")
+    parser.add_argument("--min-scale", type=float, default=0.1, help="large-scale jitter: smallest image scale (ODISE: 0.1)")
+    parser.add_argument("--max-scale", type=float, default=2.0, help="large-scale jitter: largest image scale (ODISE: 2.0)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
+    parser.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (not on norms and biases)")
     parser.add_argument("--grad-clip", type=float, default=0.01, help="max gradient norm (ODISE: 0.01; 0 = off)")
-    parser.add_argument("--warmup-steps", type=int, default=50)
-    parser.add_argument("--schedule", choices=["step", "cosine", "constant"], default="step")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="mixed precision (GPU) (default: fp32)")
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, ~30%% slower")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out for PQ")
-    parser.add_argument("--val-every", type=int, default=500)
-    parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--num-points", type=int, default=12544, help="points per mask for the mask losses")
-    parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)}, cuda:1, ... (default: auto)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup-steps", type=int, default=50, help="steps of linear learning-rate warm-up")
+    parser.add_argument("--schedule", choices=["step", "cosine", "constant"], default="step", help="learning rate after warm-up (step: ODISE's)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="mixed precision (GPU only)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, about 30%% slower")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out for the validation PQ")
+    parser.add_argument("--val-every", type=int, default=500, help="steps between validation PQs (0 = never)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between saves of DIR/last.pt")
+    parser.add_argument("--num-points", type=int, default=12544, help="points sampled per mask for the mask losses")
+    parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)}, cuda:1, ...")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the sampling and the augmentation")
     parser.add_argument("--no-resume", action="store_true", help="start over even if DIR/last.pt exists")
     parser.set_defaults(func=run, refused_status=1)
 

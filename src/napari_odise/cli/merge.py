@@ -13,10 +13,13 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "merge", help="merge the outputs of sharded batch runs", description=__doc__.split("\n\n")[0]
+        "merge", help="merge the outputs of sharded batch runs",
+        description="Join the output folders of sharded `segment --shard I/N` runs into one: the store, the "
+        "per-image files and the COCO dataset (whichever the shards have). A killed merge resumes. Exit "
+        "codes: 0 merged; 2 the folders cannot be merged (the message says why).",
     )
-    parser.add_argument("sources", nargs="+", type=Path, metavar="SHARD_DIR")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR")
+    parser.add_argument("sources", nargs="+", type=Path, metavar="SHARD_DIR", help="the output folders of the shards")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="the merged output folder (created if missing)")
     parser.set_defaults(func=run)
 
 

@@ -1,10 +1,11 @@
-"""``napari-odise relabel``: a store's images under a new vocabulary, from the cached tensors.
+"""``napari-odise relabel``: a batch output folder's images under a new vocabulary, from the cached tensors.
 
     napari-odise relabel results/ --vocab ade20k
     napari-odise relabel results/store.zarr --vocab my_categories.txt --settings demo
 
 No backbone runs (the model's text encoder and heads do the work: seconds for thousands of
-images). The store switches to the new labels only when every image has them. Exit codes: 0 done;
+images). The store switches to the new labels only when every image has them; the folder's
+per-image files and batch.json follow. Exit codes: 0 done;
 1 some images could not be re-labelled (the store keeps its old labels); 2 bad usage; 130
 interrupted (run again to resume).
 """
@@ -18,20 +19,26 @@ from napari_odise.cli.refusals import INTERRUPTED, refuse
 from napari_odise.errors import UserError
 
 
-
 def register(subparsers) -> None:
+    from napari_odise.models import DEVICES, SETTINGS_NAMES
+
     parser = subparsers.add_parser(
         "relabel",
-        help="re-label a batch store with a new vocabulary (no backbone)",
-        description=__doc__.split("\n\n")[0],
+        help="re-label a batch output folder with a new vocabulary (no backbone)",
+        description="Give every image of a batch output folder (or store) labels under a new vocabulary, "
+        "from the tensors cached by `segment`: no backbone runs. The store, each image's segments JSON, "
+        "panoptic PNG and overlay, and batch.json all switch to the new labels, so `segment` with the new "
+        "vocabulary resumes the folder. Killed halfway, run it again to finish (the store keeps its old "
+        "labels until every image has the new ones). Exit codes: 0 done; 1 some images could not be re-labelled; 2 bad usage; 130 interrupted.",
     )
-    parser.add_argument("store", type=Path, metavar="STORE", help="a store.zarr, or the batch output folder holding one")
-    parser.add_argument("--vocab", required=True, metavar="PRESET|FILE")
-    parser.add_argument("--device", default="auto")
-    from napari_odise.models import SETTINGS_NAMES
-
-    parser.add_argument("--settings", choices=SETTINGS_NAMES, help="classification settings (default: the store's)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("store", type=Path, metavar="DIR", help="a batch output folder (or the store.zarr in it)")
+    parser.add_argument("--vocab", required=True, metavar="PRESET|FILE", help="the new vocabulary: a preset name, or a .json/.txt file")
+    parser.add_argument("--device", default="auto", help=f"where the text encoder and heads run: {', '.join(DEVICES)}, cuda:1, ... (default: auto)")
+    parser.add_argument(
+        "--settings", choices=SETTINGS_NAMES,
+        help="classification settings (ensemble weights, merge thresholds) (default: the ones the folder was made with)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar (default: off)")
     parser.set_defaults(func=run)
 
 
@@ -48,11 +55,11 @@ def run(args) -> int:
             device=args.device, progress=progress,
         )
     except KeyboardInterrupt:
-        progress.close()
+        progress.close(ok=False)
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return INTERRUPTED
     except UserError as error:  # closes the progress bar before the message; anything else is a bug
-        progress.close()
+        progress.close(ok=False)
         return refuse(error)
     progress.close()
     print(summary.text().replace("segmented", "re-labelled"))
