@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from napari_odise.errors import UserError
+from napari_odise.errors import MissingFileError, UserError
 from napari_odise.model.settings import NAMES as SETTINGS_NAMES
 from napari_odise.model.settings import InferenceSettings
 
@@ -19,6 +19,7 @@ OFFICIAL_MODELS = ("official", "official-caption")
 RANDOM_MODELS = ("tiny", "tiny-caption")  # the official architecture at small widths, seeded random weights
 MODEL_NAMES = OFFICIAL_MODELS + RANDOM_MODELS
 OFFERED_MODELS = ("official", "official-caption", "tiny")  # what model lists show before any checkpoint
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
@@ -32,12 +33,29 @@ __all__ = [
     "SETTINGS_NAMES",
     "ModelChoiceError",
     "ModelSpec",
+    "existing_checkpoint",
     "model_name",
 ]
 
 
 class ModelChoiceError(UserError, ValueError):
     """An unknown model, device or precision, or one this machine cannot run."""
+
+
+def existing_checkpoint(name: str | Path) -> Path:
+    """The checkpoint file a model argument names, or an error saying what to give instead."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    names = ", ".join(MODEL_NAMES)
+    if path.is_dir():
+        raise ModelChoiceError(f"{path} is a folder: give the ODISE checkpoint file in it (e.g. model.pth)")
+    if path.suffix in CHECKPOINT_SUFFIXES or len(path.parts) > 1:
+        raise MissingFileError(f"no checkpoint at {path}: check the path (or use one of the models {names})")
+    raise ModelChoiceError(
+        f"unknown model {str(name)!r}: use one of {names}, or the path of an ODISE checkpoint in the official "
+        "layout (the released .pth, a re-saved copy, or the model.pth written by `napari-odise finetune`)"
+    )
 
 
 def model_name(name_or_path: str | Path) -> str:
@@ -62,11 +80,8 @@ class ModelSpec:
         base = str(self.device).split(":")[0]
         if base not in DEVICES or (base != "cuda" and ":" in str(self.device)):
             raise ModelChoiceError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {self.device!r}")
-        if self.name not in MODEL_NAMES and not Path(self.name).is_file():
-            raise ModelChoiceError(
-                f"unknown model {given!r}: use one of {', '.join(MODEL_NAMES)} or the path of an ODISE "
-                "checkpoint (the released .pth, a re-saved copy in the official layout, or a fine-tuned model.pth)"
-            )
+        if self.name not in MODEL_NAMES:
+            existing_checkpoint(given)
 
     @property
     def is_path(self) -> bool:

@@ -24,16 +24,13 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from napari_odise.errors import InvalidInputError, MissingFileError
+from napari_odise.errors import InvalidInputError
 from napari_odise.model.build import build_odise
 from napari_odise.model.config import ODISEConfig, get_config
 from napari_odise.model.odise import ODISE
+from napari_odise.models import OFFICIAL_MODELS, RANDOM_MODELS, existing_checkpoint
 
 log = logging.getLogger(__name__)
-
-RANDOM_MODELS = ("tiny", "tiny-caption")
-OFFICIAL_MODELS = ("official", "official-caption")
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
 
 
 @dataclass(frozen=True)
@@ -98,21 +95,6 @@ def _describe(path: Path, stamp: tuple[int, int], config_stamp: tuple[int, int] 
 
     config = detect_head_config(read_head(path), str(path))
     return HeadCheckpoint(path, config, config.name, has_config_file=False)
-
-
-def existing_checkpoint(name: str | Path) -> Path:
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    names = ", ".join(RANDOM_MODELS + OFFICIAL_MODELS)
-    if path.is_dir():
-        raise InvalidInputError(f"{path} is a folder: give the ODISE checkpoint file in it (e.g. model.pth)")
-    if path.suffix in CHECKPOINT_SUFFIXES or len(path.parts) > 1:
-        raise MissingFileError(f"no checkpoint at {path}: check the path (or use one of the models {names})")
-    raise InvalidInputError(
-        f"unknown model {str(name)!r}: use one of {names}, or the path of an ODISE checkpoint in the official "
-        "layout (the released .pth, a re-saved copy, or the model.pth written by `napari-odise finetune`)"
-    )
 
 
 def _saved_config(config_file: Path) -> tuple[ODISEConfig, str]:

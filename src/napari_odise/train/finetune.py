@@ -316,12 +316,10 @@ class Finetuner:
 
 def base_model_name(base: str) -> str:
     """The model whose frozen parts a checkpoint sits on (a fine-tuned base passes its own on)."""
-    from napari_odise.models import OFFICIAL_MODELS, RANDOM_MODELS
+    from napari_odise.checkpoints.loading import describe_checkpoint
+    from napari_odise.models import MODEL_NAMES
 
-    if base in OFFICIAL_MODELS or base in RANDOM_MODELS:
-        return base
-    config_file = finetuned_config_path(Path(base))
-    return json.loads(config_file.read_text()).get("base_model", "official")
+    return base if base in MODEL_NAMES else describe_checkpoint(base).base
 
 
 def trainable_parameters(model: ODISE) -> list[nn.Parameter]:
