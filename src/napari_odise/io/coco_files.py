@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from napari_odise.io.errors import DatasetError
+from napari_odise.io.paths import inside
 from napari_odise.result import ImageSource
 
 
@@ -51,9 +52,13 @@ def image_dirs(json_path: Path, given: str | os.PathLike | None = None) -> list[
     return candidates
 
 
-def find_file(file_name: str, folders: list[Path]) -> Path | None:
+def find_file(
+    file_name: str, folders: list[Path], where: str = "COCO file_name"
+) -> Path | None:
+    """The first ``folder / file_name`` that is a file; a name leading outside a folder is
+    refused (:class:`~napari_odise.io.paths.UnsafePathError`), never looked up."""
     for folder in folders:
-        candidate = folder / file_name
+        candidate = inside(folder, file_name, where)
         if candidate.is_file():
             return candidate
     return None
@@ -84,4 +89,5 @@ def image_info(image: dict, json_path: Path, kind: str) -> dict:
 def image_source(image: dict, folders: list[Path]) -> ImageSource:
     """An image entry's name (its file stem) and file (None when not found in ``folders``)."""
     file_name = image["file_name"]
-    return ImageSource(Path(file_name).stem, resolved_or_none(find_file(file_name, folders)))
+    found = find_file(file_name, folders, "COCO images file_name")
+    return ImageSource(Path(file_name).stem, resolved_or_none(found))

@@ -153,13 +153,16 @@ class PanopticReader:
 
     def image_path(self, image: dict) -> Path | None:
         """The image file of an ``images`` entry, where found."""
-        return find_file(image["file_name"], self._image_dirs)
+        where = f"{self.json_path}: images file_name"
+        return find_file(image["file_name"], self._image_dirs, where)
 
     def read(self, image: dict) -> PanopticResult:
         annotation = self._annotations.get(int(image["id"]))
         if annotation is None:
             raise DatasetError(f"{self.json_path}: image {image['file_name']!r} has no annotation")
-        png = find_file(annotation["file_name"], self._png_dirs)
+        png = find_file(
+            annotation["file_name"], self._png_dirs, f"{self.json_path}: annotations file_name"
+        )
         if png is None:
             raise DatasetError(
                 f"{self.json_path}: panoptic PNG {annotation['file_name']!r} not found in "

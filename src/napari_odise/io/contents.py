@@ -17,7 +17,7 @@ from napari_odise.atomic import atomic_write_text
 from napari_odise.io.categories import coco_categories
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.layout import FORMAT_VERSION, DatasetLayout
-from napari_odise.io.manifest import build_manifest, read_manifest
+from napari_odise.io.manifest import build_manifest, check_record_paths, read_manifest
 from napari_odise.io.semantic import legend, semantic_dtype
 from napari_odise.io.stable_json import read_json, write_json
 from napari_odise.vocabulary import Vocabulary, VocabularyError
@@ -53,6 +53,8 @@ class DatasetContents:
         manifest = read_manifest(layout.manifest)
         contents.created = manifest.get("created")
         contents.records = {r["name"]: r for r in manifest["images"]}
+        for record in contents.records.values():  # before anything is removed or overwritten
+            check_record_paths(root, record)
         committed = {int(r["image_id"]) for r in contents.records.values()}
         contents.max_image_id = max(committed, default=0)
         contents._load_vocabulary()

@@ -17,7 +17,7 @@ from napari_odise.atomic import TEMP_SUFFIX
 from napari_odise.io.coco_panoptic import PanopticReader
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.layout import DatasetLayout
-from napari_odise.io.manifest import read_manifest
+from napari_odise.io.manifest import check_record_paths, read_manifest, record_path
 from napari_odise.io.stable_json import read_json
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary, VocabularyError
@@ -44,13 +44,12 @@ class ImageRecord:
 
     @classmethod
     def from_manifest(cls, record: dict, root: Path) -> ImageRecord:
-        def absolute(key):
-            return None if record.get(key) is None else root / record[key]
-
+        check_record_paths(root, record)
         return cls(
             name=record["name"], image_id=int(record["image_id"]),
-            file_name=record["file_name"], image=absolute("image"),
-            panoptic=root / record["panoptic"], semantic=absolute("semantic"),
+            file_name=record["file_name"], image=record_path(root, record, "image"),
+            panoptic=record_path(root, record, "panoptic"),
+            semantic=record_path(root, record, "semantic"),
             instances=bool(record["instances"]), height=int(record["height"]),
             width=int(record["width"]), segments=int(record["segments"]),
             edited=int(record["edited"]), source_image=record.get("source_image"),

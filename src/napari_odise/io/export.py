@@ -33,7 +33,7 @@ from napari_odise.io.errors import DatasetError
 from napari_odise.io.images import check_png_array, image_shape, write_png
 from napari_odise.io.layout import PNG, DatasetLayout, check_image_name
 from napari_odise.io.lock import dataset_lock
-from napari_odise.io.manifest import now
+from napari_odise.io.manifest import now, record_path
 from napari_odise.io.panoptic_png import MAX_SEGMENT_ID, write_panoptic_png
 from napari_odise.io.semantic import (
     semantic_dtype,
@@ -302,7 +302,7 @@ def _write(contents: DatasetContents, plans: list[_Plan], vocabulary: Vocabulary
         stale.extend(_stale_files(layout, plan.old, paths))
     if widen:  # before the legend says uint16
         for record in earlier:
-            widen_semantic_png(layout.root / record["semantic"])
+            widen_semantic_png(record_path(layout.root, record, "semantic"))
     contents.write_annotations()
     for path in stale:  # no longer referenced by the committed manifest
         path.unlink(missing_ok=True)
@@ -381,7 +381,7 @@ def _write_image(layout: DatasetLayout, item: ExportItem, old: dict | None):
             atomic_copy(source, target)
         return file_name, target
     if old is not None and old.get("image"):
-        return old["file_name"], layout.root / old["image"]
+        return old["file_name"], record_path(layout.root, old, "image")
     known = item.result.info.get("file_name")
     return item.name + (Path(known).suffix.lower() if known else PNG), None
 
@@ -389,5 +389,5 @@ def _write_image(layout: DatasetLayout, item: ExportItem, old: dict | None):
 def _stale_files(layout: DatasetLayout, old: dict | None, kept: set[Path]) -> list[Path]:
     if old is None:
         return []
-    paths = [old.get("image"), old.get("semantic"), old.get("panoptic")]
-    return [layout.root / p for p in paths if p and layout.root / p not in kept]
+    paths = [record_path(layout.root, old, key) for key in ("image", "semantic", "panoptic")]
+    return [p for p in paths if p is not None and p not in kept]

@@ -17,6 +17,7 @@ from pathlib import Path
 from napari_odise import __version__
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.layout import FORMAT, FORMAT_VERSION
+from napari_odise.io.paths import inside
 from napari_odise.io.stable_json import read_json
 
 # Per-image keys, for reference (all written for every image):
@@ -49,6 +50,24 @@ def read_manifest(path: Path) -> dict:
     if not isinstance(data.get("images"), list):
         raise DatasetError(f"{path}: manifest has no 'images' list")
     return data
+
+
+def record_path(root: Path, record: dict, key: str) -> Path | None:
+    """A record's ``image``/``panoptic``/``semantic`` as a path inside the dataset (None when
+    the record has none); a path leading out of the dataset is refused, never used."""
+    value = record.get(key)
+    if value is None:
+        return None
+    return inside(root, value, f"{root / 'manifest.json'}: image {record.get('name')!r} {key}")
+
+
+def check_record_paths(root: Path, record: dict) -> None:
+    """Refuse a record whose files lie outside the dataset (see :mod:`~napari_odise.io.paths`)."""
+    for key in ("image", "panoptic", "semantic"):
+        record_path(root, record, key)
+    if record.get("file_name") is not None:
+        inside(root / "images", record["file_name"],
+               f"{root / 'manifest.json'}: image {record.get('name')!r} file_name")
 
 
 def build_manifest(
