@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, about 30%% slower")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out for the validation PQ")
     parser.add_argument("--val-every", type=int, default=500, help="steps between validation PQs (0 = never)")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between saves of DIR/last.pt")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between saves of DIR/last.pt (0 = only when stopped or done)")
     parser.add_argument("--num-points", type=int, default=12544, help="points sampled per mask for the mask losses")
     parser.add_argument("--device", default="auto", help=f"{', '.join(DEVICES)}, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the sampling and the augmentation")
@@ -71,11 +71,12 @@ def check_arguments(args) -> None:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InvalidInputError(f"--out {args.out} is a file: give a folder (it is created if missing)")
     ModelSpec(args.base_model, args.device)  # a known model name or an existing checkpoint file
-    for name in ("steps", "batch_size", "checkpoint_every", "num_points"):
+    for name in ("steps", "batch_size", "num_points"):
         if getattr(args, name) < 1:
             raise InvalidInputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.val_every < 0:
-        raise InvalidInputError(f"--val-every must be 0 (never) or more, got {args.val_every}")
+    for name in ("val_every", "checkpoint_every"):
+        if getattr(args, name) < 0:
+            raise InvalidInputError(f"--{name.replace('_', '-')} must be 0 (never) or more, got {getattr(args, name)}")
     if args.image_size < 64 or args.image_size % 64:
         raise InvalidInputError(f"--image-size must be a multiple of 64, got {args.image_size}")
     if not 0.0 <= args.val_fraction < 1.0:
