@@ -21,6 +21,7 @@ from PIL import Image
 from napari_odise import Vocabulary
 from conftest import fast_tiny
 from napari_odise import Predictor
+from napari_odise.batch.files import output_stem
 from napari_odise.batch import BatchOptions, BatchStore, ModelSpec, relabel_store, run_batch
 from napari_odise.batch.coco import dataset_name
 from napari_odise.batch.discovery import ImageFile
@@ -83,7 +84,7 @@ def reference(folder, predictor, tmp_path_factory):
 def snapshot(out: Path, keys=None) -> dict:
     """Everything a batch wrote (for ``keys`` only, if given), in comparable form (not the
     summary or timestamps)."""
-    stems = None if keys is None else {k.replace("#p", "_p") for k in keys}
+    stems = None if keys is None else {output_stem(k) for k in keys}
     files = {
         p.relative_to(out).as_posix(): p.read_bytes()
         for name in ("panoptic", "segments", "overlay")
@@ -187,7 +188,7 @@ def test_mixed_folder_completes_with_the_right_failures(reference, folder, predi
             np.testing.assert_array_equal(stored.label_map, expected.label_map)
             assert stored.segments.to_dict("records") == expected.segments.to_dict("records")
         assert len(stored.segments) >= 1
-        stem = key.replace("#p", "_p")
+        stem = output_stem(key)  # chelsea_rgba.png -> chelsea_rgba, stack.tif#p1 -> stack_p1
         np.testing.assert_array_equal(read_panoptic_png(out / "panoptic" / f"{stem}.png"), stored.label_map)
         overlay = np.asarray(Image.open(out / "overlay" / f"{stem}.png"))
         np.testing.assert_array_equal(overlay, stored.overlay(rgb))
@@ -226,8 +227,8 @@ def test_resume_from_half_written_state(reference, folder, predictor, tmp_path):
     shutil.rmtree(store.path / "images" / safe_name("moon16.tif"))  # killed before anything
     shutil.rmtree(store.path / "labels" / store.labels / safe_name("moon16.tif"))
     (new_partial_folder(store.path) / "half.zarr").mkdir()  # a group being built
-    (out / "overlay" / "chelsea_rgba.png.png").unlink()  # killed between two files
-    (out / "overlay" / ".chelsea_rgba.png.png.0123456789ab.tmp").write_bytes(b"half")
+    (out / "overlay" / "chelsea_rgba.png").unlink()  # killed between two files
+    (out / "overlay" / ".chelsea_rgba.png.0123456789ab.tmp").write_bytes(b"half")
     calls = predictor.encode_calls
     summary = run_batch([folder], out, VOCAB, predictor, BatchOptions(coco=True, files=True))
     assert sorted(summary.done) == ["chelsea_rgba.png", "coffee.jpg", "moon16.tif"], summary.text()
@@ -368,3 +369,35 @@ def test_float16_store_labels_equal_relabelling_from_it(folder, predictor, tmp_p
 
     group = zarr.open_group(str(out / "store.zarr"), mode="r")
     assert all(group[f"images/{name}/mask_logits"].dtype == np.float16 for name in os.listdir(out / "store.zarr/images") if not name.startswith("."))
+
+
+def test_file_names_are_short_clashes_keep_whole_names_and_old_folders_resume(predictor, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    small = skimage.data.coffee()[::4, ::4]
+    for name in ("a.png", "b.png"):
+        Image.fromarray(small).save(images / name)
+    out = tmp_path / "out"
+    options = BatchOptions(store=False)
+    run_batch([images], out, VOCAB, predictor, options)
+    listing = lambda folder: sorted(p.name for p in (out / folder).iterdir())  # noqa: E731
+    assert listing("panoptic") == ["a.png", "b.png"] and listing("segments") == ["a.json", "b.json"]
+    assert json.loads((out / "batch.json").read_text())["file_names"] == "stem"
+
+    # a.jpg joins a.png: both keep their whole names, and a.png's short-named files make way
+    Image.fromarray(small).save(images / "a.jpg", quality=95)
+    summary = run_batch([images], out, VOCAB, predictor, options)
+    assert sorted(summary.done) == ["a.jpg", "a.png"] and summary.skipped == ["b.png"]
+    assert listing("segments") == ["a.jpg.json", "a.png.json", "b.json"]
+    assert listing("overlay") == ["a.jpg.png", "a.png.png", "b.png"]
+    assert json.loads((out / "segments" / "a.png.json").read_text())["image"] == "a.png"
+
+    # a folder written before short names (whole names, batch.json without file_names) resumes as it was
+    for folder, suffix in (("panoptic", ".png"), ("overlay", ".png"), ("segments", ".json")):
+        (out / folder / f"b{suffix}").rename(out / folder / f"b.png{suffix}")
+    manifest = json.loads((out / "batch.json").read_text())
+    del manifest["file_names"]
+    (out / "batch.json").write_text(json.dumps(manifest))
+    summary = run_batch([images], out, VOCAB, predictor, options)
+    assert summary.done == [] and sorted(summary.skipped) == ["a.jpg", "a.png", "b.png"]
+    assert listing("segments") == ["a.jpg.json", "a.png.json", "b.png.json"]

@@ -69,7 +69,7 @@ def test_widget_runs_cancels_and_resumes(make_napari_viewer, qtbot, folder, tmp_
     image = np.asarray(Image.open(folder / "coffee.png"))
     expected = predictor.predict(image, store.vocabulary)
     np.testing.assert_array_equal(store.load_result("coffee.png").label_map, expected.label_map)
-    assert (out / "overlay" / "coffee.png.png").is_file()
+    assert (out / "overlay" / "coffee.png").is_file()
 
 
 def test_widget_explains_what_is_missing(make_napari_viewer, qtbot, folder, tmp_path):

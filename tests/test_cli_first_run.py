@@ -46,10 +46,10 @@ def first_run(tmp_path_factory):
 
 def test_first_run_writes_segments_that_show_on_the_overlay(first_run):
     out, stdout, _home = first_run
-    annotation = json.loads((out / "segments" / "astronaut.png.json").read_text())
+    annotation = json.loads((out / "segments" / "astronaut.json").read_text())
     assert len(annotation["segments_info"]) >= 2
     image = np.asarray(Image.open(out / "samples" / "astronaut.png"))
-    overlay = np.asarray(Image.open(out / "overlay" / "astronaut.png.png"))
+    overlay = np.asarray(Image.open(out / "overlay" / "astronaut.png"))
     changed = np.any(overlay != image, axis=-1).mean()
     assert changed > 0.5  # the segments are drawn over most of the picture
     assert "1 segmented, 0 already done, 0 failed (of 1)" in stdout
@@ -82,21 +82,21 @@ def test_relabel_leaves_one_consistent_folder_that_segment_extends(first_run, tm
     ade20k = Vocabulary.preset("ade20k")
     assert store.vocabulary.name == ade20k.name
     result = store.load_result("astronaut.png")
-    annotation = json.loads((out / "segments" / "astronaut.png.json").read_text())
+    annotation = json.loads((out / "segments" / "astronaut.json").read_text())
     assert annotation["vocabulary"] == ade20k.name and annotation["labels"] == store.labels
     names = {category.name for category in ade20k.categories}
     assert annotation["segments_info"] and all(s["category"] in names for s in annotation["segments_info"])
     assert [s["category"] for s in annotation["segments_info"]] == result.segments["category"].tolist()
-    np.testing.assert_array_equal(read_panoptic_png(out / "panoptic" / "astronaut.png.png"), result.label_map)
+    np.testing.assert_array_equal(read_panoptic_png(out / "panoptic" / "astronaut.png"), result.label_map)
     image = np.asarray(Image.open(out / "samples" / "astronaut.png"))
-    np.testing.assert_array_equal(np.asarray(Image.open(out / "overlay" / "astronaut.png.png")), result.overlay(image))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "overlay" / "astronaut.png")), result.overlay(image))
     manifest = json.loads((out / "batch.json").read_text())
     assert (manifest["vocabulary"], manifest["labels"]) == (ade20k.name, store.labels)
 
     # the folder now resumes and grows under the new vocabulary, and refuses the old one
     extended = napari_odise(*README_RUN, "--sample", "coffee", "--vocab", "ade20k", "--out", str(out), "--quiet", home=home)
     assert "1 segmented, 1 already done, 0 failed (of 2)" in extended.stdout
-    coffee = json.loads((out / "segments" / "coffee.png.json").read_text())
+    coffee = json.loads((out / "segments" / "coffee.json").read_text())
     assert coffee["vocabulary"] == ade20k.name and coffee["labels"] == store.labels
 
 

@@ -49,11 +49,12 @@ def test_segment_folder_writes_panoptic_png_segments_json_and_overlay(samples, p
     for name in SAMPLES:
         image = np.asarray(Image.open(samples / name).convert("RGB"))
         expected = predictor.predict(image, vocabulary)
-        ids = read_panoptic_png(out / "panoptic" / f"{name}.png")
+        stem = name.rsplit(".", 1)[0]  # astronaut.png -> panoptic/astronaut.png, segments/astronaut.json
+        ids = read_panoptic_png(out / "panoptic" / f"{stem}.png")
         np.testing.assert_array_equal(ids, expected.label_map)
-        annotation = json.loads((out / "segments" / f"{name}.json").read_text())
+        annotation = json.loads((out / "segments" / f"{stem}.json").read_text())
         assert (annotation["height"], annotation["width"]) == image.shape[:2]
-        assert annotation["file_name"] == f"{name}.png" and annotation["model"] == "tiny"
+        assert annotation["file_name"] == f"{stem}.png" and annotation["model"] == "tiny"
         segments = annotation["segments_info"]
         found += len(segments)
         assert sorted(s["id"] for s in segments) == sorted(set(np.unique(ids).tolist()) - {0})
@@ -66,7 +67,7 @@ def test_segment_folder_writes_panoptic_png_segments_json_and_overlay(samples, p
             category = vocabulary.by_id(segment["category_id"])
             assert (segment["category"], segment["isthing"]) == (category.name, int(category.isthing))
             assert 0.0 <= segment["score"] <= 1.0 and segment["iscrowd"] == 0
-        overlay = np.asarray(Image.open(out / "overlay" / f"{name}.png"))
+        overlay = np.asarray(Image.open(out / "overlay" / f"{stem}.png"))
         np.testing.assert_array_equal(overlay[ids == 0], image[ids == 0])  # unlabeled pixels untouched
         np.testing.assert_array_equal(overlay, expected.overlay(image))
     assert found >= 2  # random weights, but not an empty result
@@ -101,7 +102,7 @@ def test_segment_a_bundled_sample(predictor, tmp_path, capsys):
     assert main(["segment", "--sample", "coffee", "--out", str(out), "--quiet", *FAST_ARGS]) == 0
     saved = out / "samples" / "coffee.png"
     np.testing.assert_array_equal(np.asarray(Image.open(saved)), skimage.data.coffee())
-    ids = read_panoptic_png(out / "panoptic" / "coffee.png.png")
+    ids = read_panoptic_png(out / "panoptic" / "coffee.png")
     np.testing.assert_array_equal(ids, predictor.predict(skimage.data.coffee(), Vocabulary.preset("coco")).label_map)
     assert main(["segment", "--sample", "nope", "--out", str(out), *FAST_ARGS]) == 2
     assert "astronaut" in capsys.readouterr().err

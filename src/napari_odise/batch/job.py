@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from napari_odise.batch.files import ImageFiles
+from napari_odise.batch.files import SHORT, ImageFiles
 from napari_odise.batch.models import ModelSpec
 from napari_odise.batch.reading import Item, read_item
 from napari_odise.batch.store import BatchStore, storage_roundtrip
@@ -42,6 +42,11 @@ class BatchJob:
     store: bool = True
     files: bool = True
     coco: bool = False  # the driver writes a dataset: send each result back to it
+    file_naming: str = SHORT  # per-image file names: short (cat.png) or whole (cat.jpg.png, older folders)
+    whole_names: frozenset[str] = frozenset()  # file keys that keep the whole name (a.png next to a.jpg)
+
+    def image_files(self) -> ImageFiles:
+        return ImageFiles(self.out, self.file_naming, self.whole_names)
 
     @property
     def store_path(self) -> Path:
@@ -75,7 +80,7 @@ class ItemProcessor:
         self.job = job
         self.predictor = predictor
         self.store = BatchStore.open(job.store_path) if job.store else None
-        self.files = ImageFiles(job.out) if job.files else None
+        self.files = job.image_files() if job.files else None
 
     def process(self, item: Item, cancel=None) -> Outcome:
         """Segment one item and write its outputs; failures are returned, not raised."""

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from napari_odise.batch.files import FOLDERS
+from napari_odise.batch.files import FOLDERS, WHOLE
 from napari_odise.batch.job import STORE_NAME
 from napari_odise.batch.lock import folder_lock
 from napari_odise.batch.manifest import COMPARED, MANIFEST_NAME, check_or_write
 from napari_odise.batch.store import BatchStore, header_differences
-from napari_odise.batch.summary import SUMMARY_NAME, BatchSummary, Failure
+from napari_odise.batch.summary import SUMMARY_NAME, BatchSummary, Failure, count_images
 from napari_odise.atomic import atomic_copy
 from napari_odise.errors import UserError
 from napari_odise.io.stable_json import read_json
@@ -39,11 +39,11 @@ class MergeSummary:
     batch: BatchSummary = field(default_factory=BatchSummary)
 
     def text(self) -> str:
-        lines = [f"merged {self.images} images ({self.copied} copied now) from the shards"]
+        lines = [f"merged {count_images(self.images)} ({self.copied} copied now) from the shards"]
         if self.duplicates:
-            lines.append(f"{len(self.duplicates)} image(s) were in several shards; the first shard's copy was kept")
+            lines.append(f"{count_images(len(self.duplicates))} in several shards: the first shard's copy was kept")
         if self.batch.failed:
-            lines.append(f"{len(self.batch.failed)} image(s) failed in the shards:")
+            lines.append(f"{count_images(len(self.batch.failed))} failed in the shards:")
             lines += [f"  failed: {f.key}: {f.reason}" for f in self.batch.failed]
         return "\n".join(lines)
 
@@ -55,6 +55,12 @@ def _manifests(sources: Sequence[Path]) -> list[dict]:
         if not path.is_file():
             raise MergeError(f"{source} is not a batch output folder (no {MANIFEST_NAME})")
         manifests.append(read_json(path))
+    namings = {manifest.get("file_names", WHOLE) for manifest in manifests}
+    if len(namings) > 1:
+        raise MergeError(
+            "the folders name their per-image files differently (written by different versions): "
+            "run segment again into one of them with the others' inputs instead"
+        )
     first = {k: manifests[0].get(k) for k in COMPARED}
     for source, manifest in zip(sources[1:], manifests[1:]):
         differences = header_differences(first, {k: manifest.get(k) for k in COMPARED})

@@ -25,7 +25,8 @@ def follow_store(out: Path, store: BatchStore) -> list[str]:
     vocabulary, settings = store.labelset()
     without_overlay = []
     for key in store.keys():
-        annotation = files.read_annotation(key)
+        paths = files.locate(key)
+        annotation = read_json(paths["segments"]) if paths is not None else None
         if annotation is None or annotation.get("labels") == store.labels:
             continue  # never written (--no-files), or already current
         result = store.load_result(key)
@@ -33,7 +34,7 @@ def follow_store(out: Path, store: BatchStore) -> list[str]:
         rgb = _pixels(source, result.label_map.shape) if source is not None else None
         if rgb is None:
             without_overlay.append(key)
-        files.write(key, rgb, result, store.header["model"], source=source, labels=store.labels)
+        files.write(key, rgb, result, store.header["model"], source=source, labels=store.labels, at=paths)
     manifest_path = out / MANIFEST_NAME
     if manifest_path.is_file():
         manifest = read_json(manifest_path)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_odise.batch.discovery import DiscoveryError, discover, parse_shard, select_shard
-from napari_odise.batch.files import FOLDERS, ImageFiles
+from napari_odise.batch.files import FOLDERS, SHORT, WHOLE, ImageFiles, clashing_keys
 from napari_odise.batch.job import STORE_NAME, BatchCancelled, BatchJob, ItemProcessor, Outcome
 from napari_odise.batch.lock import folder_lock
-from napari_odise.batch.manifest import check, check_or_write
+from napari_odise.batch.manifest import MANIFEST_NAME, check, check_or_write
 from napari_odise.batch.models import ModelSpec, describe_model, load_predictor
 from napari_odise.batch.progress import BatchProgress, ProgressCallback
 from napari_odise.batch.publish import partial_root
@@ -38,6 +38,7 @@ from napari_odise.batch.store import (
 from napari_odise.batch.summary import BatchSummary, Failure
 from napari_odise.atomic import remove_stale_temporaries
 from napari_odise.errors import InvalidInputError
+from napari_odise.io.stable_json import read_json
 from napari_odise.model.settings import InferenceSettings
 from napari_odise.vocabulary import Vocabulary
 
@@ -73,16 +74,27 @@ def _resolve_model(model) -> tuple[ModelSpec, object | None]:
 
 
 def plan_files(inputs: Sequence[str | os.PathLike], out: Path, options: BatchOptions):
-    """The files this run covers (after the glob and the shard), sorted by key."""
+    """(the files this run covers, after the glob and the shard, sorted by key; the file keys
+    whose short output name another file shares, found before the shard so every shard agrees)."""
     files = discover(inputs, options.recursive, options.pattern, exclude=[out])
     if not files:
         where = ", ".join(str(p) for p in inputs)
         hint = " (add --recursive to look in sub-folders)" if not options.recursive else ""
         raise DiscoveryError(f"no images found in {where}{hint}")
+    whole_names = clashing_keys(file.key for file in files)
     if options.shard is not None:
         index, count = parse_shard(options.shard) if isinstance(options.shard, str) else options.shard
         files = select_shard(files, index, count, options.shard_by)
-    return files
+    return files, whole_names
+
+
+def file_naming(out: Path) -> str:
+    """How the folder names its per-image files: as its batch.json says (a folder from before the
+    short names has none: whole names), or short names for a new folder."""
+    path = out / MANIFEST_NAME
+    if not path.is_file():
+        return SHORT
+    return read_json(path).get("file_names", WHOLE)
 
 
 class _Tracker:
@@ -170,10 +182,14 @@ def run_batch(
     if settings is None:
         settings = predictor.settings if predictor is not None else spec.settings()
     header = _header(spec, settings, options.embeddings, labelset_id(vocabulary, settings))
-    manifest = {**header, "vocabulary": vocabulary.name, "classify_settings": settings.classify_part()}
-    files = plan_files(inputs, out, options)
+    naming = file_naming(out)
+    manifest = {
+        **header, "vocabulary": vocabulary.name, "classify_settings": settings.classify_part(), "file_names": naming,
+    }
+    files, whole_names = plan_files(inputs, out, options)
     job = BatchJob(
-        out, spec, settings, vocabulary.to_json(), header["labels"], options.store, options.writes_files, options.coco
+        out, spec, settings, vocabulary.to_json(), header["labels"], options.store, options.writes_files, options.coco,
+        naming, whole_names,
     )
     summary = BatchSummary(shard=_shard_text(options.shard))
     started = time.perf_counter()
@@ -231,7 +247,7 @@ def _pending_items(files, options: BatchOptions, job: BatchJob, header: dict, co
     """Split files into items (TIFF pages); record unreadable files and finished items in the
     summary; return the rest, in order."""
     store = _existing_store(job.store_path, header) if options.store else None
-    files_out = ImageFiles(job.out) if job.files else None
+    files_out = job.image_files() if job.files else None
     pending = []
     for file in files:
         try:

@@ -67,10 +67,10 @@ class BatchSummary:
             + (" - cancelled, run again to resume" if self.cancelled else "")
         ]
         if self.empty:
-            lines.append(f"{_images(len(self.empty))} kept no segment: {_listed(self.empty)}")
+            lines.append(f"{count_images(len(self.empty))} kept no segment: {_listed(self.empty)}")
         if self.without_overlay:
             lines.append(
-                f"{_images(len(self.without_overlay))} without an overlay (the image file is gone or was not "
+                f"{count_images(len(self.without_overlay))} without an overlay (the image file is gone or was not "
                 f"recorded): {_listed(self.without_overlay)}; run segment again with the same inputs to draw them"
             )
         if self.cleaned:
@@ -80,7 +80,8 @@ class BatchSummary:
         return "\n".join(lines)
 
 
-def _images(count: int) -> str:
+def count_images(count: int) -> str:
+    """The count with its noun: 1 image, 3 images."""
     return f"{count} image" if count == 1 else f"{count} images"
 
 
