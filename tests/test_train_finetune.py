@@ -117,6 +117,26 @@ def test_cli_finetune_runs_and_resumes(dataset, tmp_path, capsys):
     assert json.loads((out / "training.json").read_text())["steps"] == 2
 
 
+def test_segment_with_a_fine_tuned_model_uses_its_vocabulary(dataset, tmp_path, monkeypatch, capsys):
+    """``--model RUN/model.pth`` without --vocab: the run's own vocabulary.json, and the folder
+    records the model by its absolute path (given here relative to the working folder)."""
+    import json
+
+    from napari_odise.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["finetune", str(dataset), "--out", "run", "--base-model", "tiny", "--image-size", "64", "--steps", "1",
+                 "--val-every", "0", "--num-points", "256", "--device", "cpu"]) == 0
+    assert main(["segment", "--sample", "coffee", "--model", "run/model.pth", "--device", "cpu", "--out", "out",
+                 "--short-edge", "64", "--crop-size", "64", "--max-size", "128", "--quiet"]) == 0
+    manifest = json.loads((tmp_path / "out" / "batch.json").read_text())
+    assert manifest["vocabulary"] == VOCABULARY.name
+    assert manifest["model"] == str((tmp_path / "run" / "model.pth").resolve())
+    annotation = json.loads((tmp_path / "out" / "segments" / "coffee.json").read_text())
+    names = {category.name for category in VOCABULARY}
+    assert all(segment["category"] in names for segment in annotation["segments_info"])
+
+
 def trainable_gradients(model) -> dict[str, torch.Tensor]:
     return {
         f"{prefix}.{name}": p.grad.clone()

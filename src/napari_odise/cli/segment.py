@@ -38,7 +38,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (resumes if it exists)")
     add_model_arguments(parser)
-    parser.add_argument("--vocab", default="coco", metavar="PRESET|FILE", help="vocabulary preset name, or a .json/.txt file (default: coco)")
+    parser.add_argument(
+        "--vocab", metavar="PRESET|FILE",
+        help="vocabulary preset name, or a .json/.txt file (default: a fine-tuned model's own vocabulary.json "
+        "next to its model.pth, else coco)",
+    )
     found = parser.add_argument_group("which images")
     found.add_argument("--recursive", "-r", action="store_true", help="also look in sub-folders")
     found.add_argument("--glob", metavar="PATTERN", help='only file names matching, e.g. "*.tif" (with a "/": matched on the relative path)')
@@ -124,8 +128,8 @@ def check_arguments(args):
         raise InvalidInputError(f"--out {args.out} is a file: give a folder (it is created if missing)")
     if args.shard is not None:
         parse_shard(args.shard)
-    vocabulary = load_vocabulary(args.vocab)
     spec = ModelSpec(args.model, args.device, args.precision)
+    vocabulary = load_vocabulary(args.vocab or default_vocabulary(spec))
     overrides = {
         name: getattr(args, name)
         for name in ("short_edge", "max_size", "crop_size")
@@ -136,6 +140,16 @@ def check_arguments(args):
     if not (args.store or writes_files or args.coco):
         raise InvalidInputError("nothing to write: enable the store, the per-image files or the COCO dataset")
     return inputs, vocabulary, spec, overrides
+
+
+def default_vocabulary(spec) -> str:
+    """The vocabulary a model was trained on when it says so (``finetune`` writes vocabulary.json
+    beside model.pth), else COCO's, which the official models were trained on."""
+    if spec.is_path:
+        own = Path(spec.name).parent / "vocabulary.json"
+        if own.is_file():
+            return str(own)
+    return "coco"
 
 
 def _options(args):
