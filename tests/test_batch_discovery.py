@@ -1,6 +1,10 @@
 """Batch input side: which files, in which order, which shard, and how each format reads."""
 
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +12,7 @@ import tifffile
 from PIL import Image
 
 from napari_odise.batch.discovery import DiscoveryError, discover, parse_shard, select_shard, shard_of
-from napari_odise.batch.reading import ImageReadError, expand, read_item
+from napari_odise.batch.reading import ImageReadError, Item, expand, read_item
 from napari_odise.image_input import to_rgb_uint8
 
 
@@ -155,3 +159,55 @@ def test_unreadable_files_raise_with_a_reason(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageReadError, match="no pages|cannot read"):
         expand(ImageFile("bad.tif", tmp_path / "bad.tif"))
+
+
+# --- what a folder may hold besides files (issue 15, item 4) -------------------------------
+def _odd_folder(root):
+    """A real image beside a FIFO, a link loop and a dangling link, all named like images."""
+    root.mkdir(parents=True, exist_ok=True)
+    _touch_png(root / "a.png")
+    os.mkfifo(root / "x.png")
+    (root / "loop.png").symlink_to(root / "loop.png")
+    (root / "gone.png").symlink_to(root / "nowhere.png")
+    return root
+
+
+def test_discovery_skips_and_reports_what_is_not_a_regular_file(tmp_path, caplog):
+    root = _odd_folder(tmp_path / "in")
+    with caplog.at_level("WARNING", logger="napari_odise.batch"):
+        files = discover([root])  # non-recursive: a loop here used to crash
+    assert [f.key for f in files] == ["a.png"]
+    reasons = {s.path.name: s.reason for s in files.skipped}
+    assert sorted(reasons) == ["gone.png", "loop.png", "x.png"]
+    assert "FIFO" in reasons["x.png"] and "loop" in reasons["loop.png"]
+    assert "dangling" in reasons["gone.png"] and "nowhere.png" in reasons["gone.png"]
+    assert len([r for r in caplog.records if "skipped" in r.getMessage()]) == 3
+    assert [f.key for f in discover([root], recursive=True)] == ["a.png"]
+
+
+def test_a_fifo_named_directly_is_refused_and_never_opened(tmp_path):
+    root = _odd_folder(tmp_path / "in")
+    with pytest.raises(DiscoveryError, match="FIFO"):
+        discover([root / "x.png"])
+    with pytest.raises(ImageReadError, match="FIFO"):  # read_item stats before it opens
+        read_item(Item("x.png", root / "x.png"))
+
+
+def test_segment_recursive_over_a_fifo_finishes(tmp_path):
+    """The real command, as a process: it used to wait forever on the FIFO."""
+    root = _odd_folder(tmp_path / "in")
+    (root / "sub").mkdir()
+    (root / "sub" / "loop.png").symlink_to(root / "sub" / "loop.png")
+    command = Path(sys.executable).with_name("napari-odise")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NAPARI_ODISE_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [str(command), "segment", str(root), "--recursive", "--model", "tiny", "--out",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("x.png: a FIFO", "loop.png: a link loop", "sub/loop.png: a link loop",
+                 "gone.png: a dangling link"):
+        assert name in done.stderr
+    assert "Traceback" not in done.stderr
+    assert any((tmp_path / "out").rglob("a*.json"))

@@ -10,18 +10,28 @@ sharding and merging all identify an image by its key:
 
 Sharding is decided per file, before multi-page TIFFs are split into pages, so all pages of a
 file land in the same shard.
+
+Discovery never blocks and never crashes on what a folder holds: only regular files (or links to
+them) are taken. A FIFO named ``x.png`` (opening it would wait forever for a writer), a device, a
+socket, a link loop or a dangling link is skipped and reported, one line per file, on the
+``napari_odise.batch`` logger (shown on stderr by the CLI) and in :attr:`Discovered.skipped`.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
+import logging
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from napari_odise.errors import UserError
+
+log = logging.getLogger("napari_odise.batch")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 SHARD_METHODS = ("hash", "index")
@@ -35,6 +45,49 @@ class DiscoveryError(UserError, ValueError):
 class ImageFile:
     key: str  # stable name of the image in every output (relative path, "/" separators)
     path: Path
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A name in an input folder that is not a regular file (or a link to one), and why."""
+
+    path: Path
+    reason: str
+
+
+class Discovered(list):
+    """The image files found (a list of :class:`ImageFile`), plus :attr:`skipped`: what looked
+    like an image by its name but was not a regular file."""
+
+    def __init__(self, files: Iterable[ImageFile] = (), skipped: Iterable[SkippedFile] = ()):
+        super().__init__(files)
+        self.skipped = tuple(skipped)
+
+
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be opened as an image file without risk, or None for a regular file
+    (links followed). Only stats: never opens, so a FIFO cannot block."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a dangling link (to {os.readlink(path)!r}, which does not exist)"
+        return "gone (removed while the folder was read)"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a link loop (the link leads back to itself)"
+        return f"cannot be examined ({error.strerror or error})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe): reading it would wait for a writer"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
 
 def _is_image(path: Path) -> bool:
@@ -62,9 +115,27 @@ def _walk(folder: Path, recursive: bool, exclude: Sequence[Path]) -> Iterable[Pa
                 if not name.startswith("."):
                     yield root_path / name
     else:
-        for entry in os.scandir(folder):
-            if not entry.name.startswith(".") and entry.is_file():
-                yield Path(entry.path)
+        with os.scandir(folder) as entries:
+            for entry in entries:  # folders (and links to them) are left out by _regular_only
+                if not entry.name.startswith(".") and not _is_folder(entry):
+                    yield Path(entry.path)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link loop: reported as a file by _regular_only
+        return False
+
+
+def _regular_only(files: Iterable[Path], skipped: list[SkippedFile]) -> Iterable[Path]:
+    for file in files:
+        reason = not_a_regular_file(file)
+        if reason is None:
+            yield file
+        elif reason != "a folder":
+            log.warning("skipped %s: %s", file, reason)
+            skipped.append(SkippedFile(file, reason))
 
 
 def discover(
@@ -72,25 +143,35 @@ def discover(
     recursive: bool = False,
     pattern: str | None = None,
     exclude: Sequence[str | os.PathLike] = (),
-) -> list[ImageFile]:
+) -> Discovered:
     """Image files under ``inputs`` (files and/or folders), sorted by key.
 
     A file named directly is taken whatever its suffix (the reader then decides); files found in
-    folders must have one of IMAGE_SUFFIXES and match ``pattern``.
+    folders must have one of IMAGE_SUFFIXES and match ``pattern``. Names that are not regular
+    files are skipped and reported (see the module notes); a named input that is one is refused.
     """
     if not inputs:
         raise DiscoveryError("no input given: name image files or folders")
-    paths = [Path(p).resolve() for p in inputs]
-    missing = [str(p) for p in paths if not p.exists()]
+    missing = [str(p) for p in inputs if not os.path.lexists(p)]
     if missing:
         raise DiscoveryError(f"not found: {', '.join(missing)}")
+    unusable = [
+        f"{p} is {reason}" for p in inputs
+        if (reason := not_a_regular_file(p)) is not None and reason != "a folder"
+    ]
+    if unusable:
+        raise DiscoveryError(f"not an image file: {'; '.join(unusable)}")
+    paths = [Path(p).resolve() for p in inputs]
     excluded = [Path(p).resolve() for p in exclude]
     base = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in paths]))
     found: dict[str, Path] = {}
+    skipped: list[SkippedFile] = []
     for path in paths:
         if path.is_dir():
-            candidates = (
-                f for f in _walk(path, recursive, excluded) if _is_image(f) and not _inside(f, excluded)
+            candidates = _regular_only(
+                (f for f in _walk(path, recursive, excluded)
+                 if _is_image(f) and not _inside(f, excluded)),
+                skipped,
             )
         else:
             candidates = [path]
@@ -99,7 +180,7 @@ def discover(
             if path.is_dir() and not _matches(key, pattern):
                 continue
             found[key] = file
-    return [ImageFile(key, found[key]) for key in sorted(found)]
+    return Discovered((ImageFile(key, found[key]) for key in sorted(found)), skipped)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

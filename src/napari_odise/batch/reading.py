@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_odise.batch.discovery import ImageFile
+from napari_odise.batch.discovery import ImageFile, not_a_regular_file
 from napari_odise.errors import InvalidInputError, UserError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -40,7 +40,15 @@ def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in TIFF_SUFFIXES
 
 
+def _check_regular(path: Path) -> None:
+    """Refuse before opening anything that is not a regular file (a FIFO would block)."""
+    reason = not_a_regular_file(path)
+    if reason is not None:
+        raise ImageReadError(f"not read: it is {reason}")
+
+
 def count_pages(path: Path) -> int:
+    _check_regular(path)
     if not _is_tiff(path):
         return 1
     import tifffile
@@ -66,6 +74,7 @@ def expand(file: ImageFile, pages: str = "all") -> list[Item]:
 
 def read_item(item: Item) -> np.ndarray:
     """The item's pixels as stored (any dtype, grayscale/RGB/RGBA, maybe channel-first)."""
+    _check_regular(item.path)
     try:
         if _is_tiff(item.path):
             return _read_tiff_page(item.path, item.page)
