@@ -45,7 +45,7 @@ from napari_odise.io.layers import (
 from napari_odise.result import PanopticResult, features_table, segments_table
 from napari_odise.vocabulary import Vocabulary
 
-from .paint_counts import count_changes
+from .paint_counts import count_changes, written
 from .planes import PlaneKey
 from .relabel import place_result
 
@@ -97,6 +97,8 @@ class SegmentationLayer:
         self._colors: dict | None = None
         self._syncing = False
         self._painted = False  # a paint event came; the labels_update after the write re-syncs
+        self._awaiting = None  # atoms of a paint counted before napari wrote them
+        self._seen_history = None  # napari's history mark at the last count (see _history_mark)
         self._selected = layer.selected_label
         self._next_id = max([0, *self.rows, int(np.max(layer.data, initial=0))]) + 1
         for emitter in self._emitters():
@@ -164,6 +166,7 @@ class SegmentationLayer:
         vocabulary) changed, and tell the followers (``table_changed``)."""
         if self._syncing:
             return False
+        self._seen_history = self._history_mark()
         ids, areas, unlabeled = count_ids(self.layer.data)
         return self._sync_counts(ids, areas, unlabeled)
 
@@ -228,15 +231,45 @@ class SegmentationLayer:
         events = self.layer.events
         return (events.paint, events.set_data, events.data, events.labels_update)
 
+    def _history_mark(self):
+        """(undo steps, redo steps) of napari's history: an undo or redo changes it, a mere
+        refresh does not (None where napari keeps its history otherwise: then always recount)."""
+        undo, redo = getattr(self.layer, "_undo_history", None), getattr(self.layer, "_redo_history", None)
+        return None if undo is None or redo is None else (len(undo), len(redo))
+
+    def _stroke_open(self) -> bool:
+        """A brush stroke (or ``block_history``) is collecting edits: its paint event comes at the end."""
+        return bool(getattr(self.layer, "_block_history", False))
+
     def _on_pixels_changed(self, event=None) -> None:
-        if event is not None and event.type == "labels_update":
-            if not self._painted:
-                return  # display refresh inside a stroke: the stroke's paint event follows
-            self._painted = False
-        elif event is not None and event.type == "paint":
+        kind = getattr(event, "type", None)
+        if kind == "paint":
+            ahead = written(self.layer.data, event.value) is not True
             if self._sync_painted(event.value):
-                return  # counted from the event: the write that may follow changes nothing more
-            self._painted = True
+                # counted from the event; followers that read pixels (names) redraw after the write
+                self._awaiting = list(event.value) if ahead else None
+                self._seen_history = self._history_mark()
+                return
+            self._painted = ahead  # recount now, and again once the pixels are written
+            self.sync()
+            return
+        if kind in ("labels_update", "set_data") and self._stroke_open():
+            return  # a refresh inside a stroke: the stroke's paint event counts it
+        if self._awaiting is not None:
+            atoms, self._awaiting = self._awaiting, None
+            if written(self.layer.data, atoms) is True:
+                self.table_changed.emit()  # the counted pixels are there now: names can be placed
+                return
+            self.sync()
+            return
+        if kind == "labels_update":
+            if not self._painted:
+                return  # a display refresh
+            self._painted = False
+        elif kind == "set_data":
+            mark = self._history_mark()
+            if mark is not None and mark == self._seen_history and self._areas is not None:
+                return  # a refresh (slicing, colours) without an undo or redo: nothing to count
         self.sync()
 
     def _on_selected_label(self, event=None) -> None:

@@ -48,3 +48,22 @@ def count_changes(atoms) -> dict[int, int] | None:
     except (TypeError, ValueError):
         return None
     return {label: delta for label, delta in change.items() if delta}
+
+
+def written(data, atoms) -> bool | None:
+    """Whether the atoms' values are in ``data`` already (napari emits the paint event of a
+    grouped stroke after writing, of a single paint call before); None when it cannot tell."""
+    try:
+        for atom in atoms:
+            if hasattr(atom, "slice_key") and hasattr(atom, "new_value"):
+                region = np.asarray(data[atom.slice_key])
+                region = region if atom.mask is None else region[atom.mask]
+                if region.size and not np.all(region == atom.new_value):
+                    return False
+            else:
+                index, _, new = atom
+                if not np.array_equal(np.asarray(data[index]), np.broadcast_to(new, np.shape(index[0]))):
+                    return False
+    except (TypeError, ValueError, IndexError):
+        return None
+    return True
