@@ -213,3 +213,24 @@ def test_errors_become_notifications_that_say_what_to_do(panel, dataset, base_mo
     base_models["tiny"] = diverged
     assert "training diverged): lower the learning rate" in failure()
     assert not (tmp_path / "run" / "model.pth").exists() and not widget.reports[1:]
+
+
+def test_a_dataset_without_segments_is_refused_before_training(panel, qtbot, tmp_path):
+    """It trained and reported "validation PQ nan" (issue 16 item 12)."""
+    import numpy as np
+
+    from napari_odise import PanopticResult
+    from napari_odise.io import export_results
+    from synthetic_scenes import VOCABULARY
+
+    empty = tmp_path / "empty"
+    pixels = np.zeros((SIZE, SIZE, 3), np.uint8)
+    nothing = PanopticResult.from_segments_info(np.zeros((SIZE, SIZE), np.int32), [], VOCABULARY)
+    export_results([nothing], empty, [pixels], ["blank"], instances=False, semantic=False)
+    viewer, widget = panel
+    widget.options.dataset.setText(str(empty))
+    records = len(notification_manager.records)
+    widget.train_button.click()
+    assert not widget.busy and widget.train_button.isEnabled()
+    [message] = messages_since(records)
+    assert message.startswith(f"Fine-tune: {empty} has no segments to learn from")

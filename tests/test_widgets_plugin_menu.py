@@ -189,3 +189,51 @@ def test_6_refine_open_before_run_keeps_a_painted_segments_category(menu, qtbot)
     layer.paint((3, 3), new_id)
     row = layer.features.set_index("index").loc[new_id]
     assert row["category"] == "person" and row["category_id"] != UNASSIGNED
+
+
+def test_8_segment_and_refine_fit_a_1000_px_screen_together(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1600, 1000)
+    for name in ("Segment (ODISE)", "Refine segments", "Export dataset (ODISE)"):
+        open_widget(viewer, name)
+    window.resize(1600, 1000)
+    assert window.height() <= 1000
+    for dock in viewer.window.dock_widgets.values():
+        assert dock.minimumSizeHint().height() < 300
+
+
+def test_11_shift_click_adds_to_the_current_segment_and_the_selection_survives_reassign(menu, qtbot):
+    from types import SimpleNamespace
+
+    viewer, segment = menu
+    run(segment, qtbot)
+    refine = open_widget(viewer, "Refine segments")
+    layer = viewer.layers["astronaut panoptic"]
+    viewer.layers.selection.active = layer
+    state = Session.of(viewer).state(layer)
+    first, second = state.table["id"].tolist()[:2]
+    layer.selected_label = first  # a click in pick mode
+    layer.mode = "pick"
+    y, x = np.argwhere(np.asarray(layer.data) == second)[0]
+    layer.selected_label = second  # napari's picker moves the current segment first
+    refine._on_click(layer, SimpleNamespace(position=(y, x), modifiers=["Shift"], view_direction=None,
+                                            dims_displayed=[0, 1]))
+    assert refine.selection == [first, second]
+    refine.select_category(state.vocabulary.names[1])
+    refine.reassign()
+    assert len(refine.selection) == 2 and all(state.present(i) for i in refine.selection)
+    refine.merge()  # works right after: the selection was kept
+    assert state.table["category"].tolist().count(state.vocabulary.names[1]) >= 1
+
+
+def test_12_names_drawn_above_the_semantic_layer_readable_with_the_labels_kept_active(menu, qtbot):
+    viewer, segment = menu
+    segment.names_box.setChecked(True)
+    segment.semantic_box.setChecked(True)
+    run(segment, qtbot)
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("astronaut panoptic names") > names.index("astronaut semantic")
+    assert viewer.layers.selection.active.name == "astronaut panoptic"
+    points = viewer.layers["astronaut panoptic names"]
+    assert set(points.features["text_color"]) <= {"black", "white"} and points.text.size >= 12

@@ -99,8 +99,8 @@ def test_pick_select_merge_reassign_with_keys_and_undo(panel):
     _, widget, layer = panel
     widget.pick_mode()
     assert layer.mode == "pick"
-    shift_click(widget, layer, 0, 12)  # segment 2
-    shift_click(widget, layer, 4 * SCALE, 0)  # segment 4, then undone from the selection
+    layer.selected_label = 2  # a click on segment 2 makes it current
+    shift_click(widget, layer, 4 * SCALE, 0)  # Shift+click on 4 adds both (then cleared again)
     assert widget.selection == [2, 4]
     press(layer, "Shift-A")
     assert widget.selection == []
@@ -111,7 +111,7 @@ def test_pick_select_merge_reassign_with_keys_and_undo(panel):
     assert widget.selection == [2, 5] and widget.selection_list.count() == 2
     assert widget.selection_list.item(1).text() == "#5 dog (thing), score 0.60, 64 px, model"
     press(layer, "G")  # merge: category of the largest (2: cat), fresh id
-    assert layer.selected_label == 6 and widget.selection == []
+    assert layer.selected_label == 6 and widget.selection == [6]  # still selected after the edit
     np.testing.assert_array_equal(layer.data, big(np.where(np.isin(SMALL, [2, 5]), 6, SMALL)))
     assert "#6 cat (thing)" in widget.current.text()
     widget.category_filter.setText("gra")  # search; the first match is chosen

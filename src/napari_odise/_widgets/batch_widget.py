@@ -33,6 +33,7 @@ from napari_odise.models import OFFERED_MODELS
 from .gl_compat import guard_triton
 from .model_fields import ModelFields
 from .proxies import unwrap
+from .scrolling import scrolling_layout
 
 
 class _ProgressBridge(QObject):
@@ -93,7 +94,7 @@ class BatchWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)

@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -38,6 +37,7 @@ from .gl_compat import guard_triton
 from .overlays import DERIVED_KEY
 from .planes import labels_shape
 from .proxies import unwrap
+from .scrolling import scrolling_layout
 from .session import Session
 
 NO_IMAGE = "(none)"
@@ -95,7 +95,7 @@ class ExportWidget(QWidget):
         review.addWidget(self.open_button)
         review_form = QFormLayout()
         review_form.addRow("Review", review)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         for box in (self.instances_box, self.semantic_box, self.overwrite_box, self.skip_box):
             layout.addWidget(box)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
 from napari_odise.errors import UserError
 
@@ -21,6 +21,7 @@ from .finetune_options import FinetuneOptions
 from .gl_compat import guard_triton
 from .job import Job
 from .proxies import unwrap
+from .scrolling import scrolling_layout
 from .session import Session
 from .training_run import TrainingRun, describe_step
 
@@ -58,7 +59,7 @@ class FinetuneWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.options)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
@@ -79,6 +80,12 @@ class FinetuneWidget(QWidget):
             config = self.options.config()
         except UserError as error:
             show_error(f"Fine-tune: {error}")
+            return
+        if _has_no_segments(config.dataset):
+            show_error(
+                f"Fine-tune: {config.dataset} has no segments to learn from (validation PQ would be "
+                "nan): segment and refine images, export them into it with the Export widget, then train"
+            )
             return
         self._job = Job()
         self._run = TrainingRun(config, self.options.resume.isChecked(), self._job)
@@ -148,3 +155,13 @@ class FinetuneWidget(QWidget):
     def closeEvent(self, event) -> None:
         self.cancel()
         super().closeEvent(event)
+
+
+def _has_no_segments(folder: str) -> bool:
+    """A dataset that opens and holds no segment at all (other problems: the run reports them)."""
+    from napari_odise.io import open_dataset
+
+    try:
+        return open_dataset(folder).summary()["segments"] == 0
+    except (UserError, OSError):
+        return False

@@ -16,7 +16,24 @@ from napari_odise.result import UNASSIGNED, UNLABELED_NAME
 from .layer_state import SegmentationLayer
 
 DERIVED_KEY = "odise_derived"  # metadata flag of layers computed from another (not to refine)
-_TEXT = {"string": "{category}", "color": "white", "size": 10, "anchor": "center"}
+# each name in black or white, whichever stands out from its own segment's colour
+_TEXT = {"string": "{category}", "color": {"feature": "text_color"}, "size": 12, "anchor": "center"}
+
+
+def text_colors(state: SegmentationLayer, coords: np.ndarray) -> list[str]:
+    """Black on light segments, white on dark ones (by the segment colour's luminance)."""
+    data = np.asarray(state.layer.data)
+    ids = data[tuple(np.round(coords).astype(int).T)] if len(coords) else []
+    colors = state.layer.colormap.color_dict
+    out = []
+    for segment_id in np.asarray(ids).tolist():
+        r, g, b = tuple(colors.get(segment_id, (0.5, 0.5, 0.5, 1.0)))[:3]
+        out.append("black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+    return out
+
+
+def names_features(state: SegmentationLayer, coords: np.ndarray, names: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"category": names, "text_color": text_colors(state, coords)})
 
 
 def label_points(data: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -71,7 +88,7 @@ class NamesOverlay:
         self.layer = viewer.add_points(
             coords,
             name=f"{state.layer.name} names",
-            features={"category": names},
+            features=names_features(state, coords, names),
             text=_TEXT,
             size=1,
             face_color="transparent",
@@ -88,7 +105,7 @@ class NamesOverlay:
             return
         coords, names = label_points(self.state.layer.data, self.state.table)
         self.layer.data = coords
-        self.layer.features = pd.DataFrame({"category": names})
+        self.layer.features = names_features(self.state, coords, names)
         self.layer.text = _TEXT
 
 

@@ -25,7 +25,6 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -37,6 +36,7 @@ from .gl_compat import guard_triton
 from .overlays import DERIVED_KEY
 from .planes import current_plane, labels_shape
 from .proxies import unwrap
+from .scrolling import scrolling_layout
 from .session import Session
 from .shortcuts import SHORTCUTS, LayerKeys, help_text
 
@@ -56,6 +56,8 @@ class RefineWidget(QWidget):
         self._keys = LayerKeys(self._shortcut)
         self._rescore_worker = None
         self._listed = None
+        self._previous = 0  # the current segment before the latest one (napari's picker moves it first)
+        self._current = 0
 
         self.target = QLabel("Select a Labels layer (e.g. one made by the Segment widget)")
         self.target.setWordWrap(True)
@@ -106,10 +108,9 @@ class RefineWidget(QWidget):
         self.scores.setWordWrap(True)
         self.help = QLabel(help_text())
         self.help.setWordWrap(True)
-        self.help.setStyleSheet("font-size: 10px")
         self.setToolTip(help_text())
 
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addWidget(self.target)
         row = QHBoxLayout()
         row.addWidget(self.current, 1)
@@ -203,6 +204,8 @@ class RefineWidget(QWidget):
         self._show_current()
 
     def _show_current(self, event=None) -> None:
+        if self.layer is not None and self.current_id() != self._current:
+            self._previous, self._current = self._current, self.current_id()
         if self.layer is not None:
             self.current.setText("Current: " + self._describe(self.current_id()))
 
@@ -274,6 +277,9 @@ class RefineWidget(QWidget):
                 world=True,
             )
             if value:
+                if not self.selection:  # like napari's layer list: Shift+click adds to the current one
+                    current = self.current_id() if self.current_id() != int(value) else self._previous
+                    self.add_to_selection(current)
                 self.add_to_selection(int(value))
 
     def add_to_selection(self, segment_id: int) -> None:
@@ -321,8 +327,9 @@ class RefineWidget(QWidget):
             return
         ids = self._need_targets()
         if ids:
+            selection = list(self.selection)  # the edit's table update drops the old ids from it
             renamed = dict(zip(sorted(ids), actions.reassign(self.state, self.plane, ids, category)))
-            self.selection = [renamed.get(i, i) for i in self.selection]
+            self.selection = [renamed.get(i, i) for i in selection]
             self._select(renamed.get(self.current_id(), renamed[ids[0]]))
             self._on_table_changed()
 
@@ -332,7 +339,7 @@ class RefineWidget(QWidget):
             show_warning("Add at least two segments to the selection (A or Shift+click in pick mode)")
             return
         merged = actions.merge(self.state, self.plane, ids)
-        self.selection = []
+        self.selection = [merged]  # selected still, as after any other edit
         self._select(merged)
         self._on_table_changed()
 

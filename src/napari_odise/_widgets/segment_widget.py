@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -37,6 +36,7 @@ from .overlays import NamesOverlay, SemanticOverlay
 from .planes import all_planes, current_plane, labels_shape
 from .model_fields import ModelFields
 from .proxies import unwrap
+from .scrolling import scrolling_layout
 from .session import MODELS, ModelChoice, Session
 from .vocabulary_widget import VocabularyWidget
 from .weights_check import missing_advice
@@ -104,7 +104,7 @@ class SegmentWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
+        layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.vocabulary_widget)
         layout.addWidget(self.names_box)
@@ -322,10 +322,18 @@ class SegmentWidget(QWidget):
     def _add_overlays(self, state) -> None:
         overlays = self._overlays.setdefault(state.layer.unique_id, [])
         kinds = {type(o) for o in overlays if o.layer in self.viewer.layers}
-        if self.names_box.isChecked() and NamesOverlay not in kinds:
-            overlays.append(NamesOverlay(self.viewer, state))
+        added = []
         if self.semantic_box.isChecked() and SemanticOverlay not in kinds:
-            overlays.append(SemanticOverlay(self.viewer, state))
+            added.append(SemanticOverlay(self.viewer, state))
+        if self.names_box.isChecked() and NamesOverlay not in kinds:
+            added.append(NamesOverlay(self.viewer, state))
+        overlays.extend(added)
+        names = [o.layer for o in overlays if isinstance(o, NamesOverlay) and o.layer in self.viewer.layers]
+        if added and names:  # names on top, so a semantic layer never hides them
+            layers = self.viewer.layers
+            layers.move(layers.index(names[0]), len(layers))
+        if added and state.layer in self.viewer.layers:
+            self.viewer.layers.selection.active = state.layer  # keys and brush stay on the labels
 
     def _toggle_names(self, shown: bool) -> None:
         state = self._target_state()
