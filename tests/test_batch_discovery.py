@@ -211,3 +211,17 @@ def test_segment_recursive_over_a_fifo_finishes(tmp_path):
         assert name in done.stderr
     assert "Traceback" not in done.stderr
     assert any((tmp_path / "out").rglob("a*.json"))
+
+
+def test_cmyk_files_are_read_as_rgb_not_rgba(tmp_path):
+    """A CMYK TIFF and JPEG give the colours Pillow gives, never inks shown as RGBA."""
+    from napari_odise.io.images import read_image
+
+    inks = np.zeros((16, 16, 4), np.uint8)
+    inks[..., 0] = 255  # full cyan: (0, 255, 255)
+    tifffile.imwrite(tmp_path / "c.tif", inks, photometric="separated")
+    Image.fromarray(inks, mode="CMYK").save(tmp_path / "c.jpg", quality=100)
+    for name in ("c.tif", "c.jpg"):
+        for pixels in (read_item(Item(name, tmp_path / name)), read_image(tmp_path / name)):
+            assert pixels.shape == (16, 16, 3), name
+            assert np.abs(pixels[8, 8].astype(int) - [0, 255, 255]).max() <= 3, name

@@ -65,7 +65,7 @@ def test_bool_mask_image():
         (np.zeros((4, 64, 64)), "either 4 planes or RGBA with channels first.*moveaxis"),
         (np.zeros((5, 64, 64)), "stack of planes"),
         (np.zeros((2, 3, 64, 64)), "stack of planes"),
-        (np.zeros((64, 64, 2)), "stack of planes"),
+        (np.zeros((64, 64, 2)), "2 channels per pixel"),
         (np.full((16, 16), np.nan), "no finite values"),
     ],
 )
@@ -77,3 +77,28 @@ def test_refusals(array, message):
 def test_plane_selection():
     stack = np.stack([np.zeros((16, 16), np.uint8), np.full((16, 16), 7, np.uint8)])
     assert to_rgb_uint8(stack, plane=1)[0, 0, 0] == 7
+
+
+# --- messages that say what the array is (issue 15, item 9) --------------------------------
+def test_two_channel_images_are_named_as_such():
+    with pytest.raises(ImageInputError, match=r"2 channels per pixel.*image\[\.\.\., 0\]"):
+        to_rgb_uint8(np.zeros((32, 48, 2), np.uint8))
+
+
+def test_a_long_strip_is_refused_for_its_proportions():
+    with pytest.raises(ImageInputError, match="100000 pixels wide and 8 high, 12500 times longer"):
+        to_rgb_uint8(np.zeros((8, 100000), np.uint8))
+    assert to_rgb_uint8(np.zeros((8, 2560), np.uint8)).shape == (8, 2560, 3)
+
+
+def test_cmyk_becomes_rgb_like_pillow_converts_it():
+    from PIL import Image
+
+    from napari_odise.image_input import cmyk_to_rgb
+
+    inks = np.random.default_rng(0).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    pillow = np.asarray(Image.fromarray(inks, mode="CMYK").convert("RGB")).astype(int)
+    assert np.abs(cmyk_to_rgb(inks).astype(int) - pillow).max() <= 1
+    assert cmyk_to_rgb(np.array([[[0, 0, 0, 0], [0, 0, 0, 255]]], np.uint8)).tolist() == [
+        [[255, 255, 255], [0, 0, 0]]
+    ]

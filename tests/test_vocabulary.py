@@ -339,3 +339,30 @@ def test_instance_shades():
     assert shades[1] == (125, 167, 209)  # 16% towards white
     assert shades[2] == (84, 126, 168)  # 16% towards black
     assert len(set(shades)) == 7
+
+
+# --- ids and byte-order marks (issue 15, item 9) -------------------------------------------
+@pytest.mark.parametrize("bad", [-1, -5, 2**31, 2**40])
+def test_category_ids_must_fit_32_bits_and_not_be_negative(bad):
+    from napari_odise.vocabulary import Category, VocabularyError
+
+    with pytest.raises(VocabularyError, match=f"id {bad} is outside 0..2147483647"):
+        Category(bad, "cat")
+    text = json.dumps({"name": "v", "categories": [{"id": bad, "name": "cat"}]})
+    with pytest.raises(VocabularyError, match="unassigned"):
+        Vocabulary.from_json(text)
+    assert Category(2**31 - 1, "cat").id == 2**31 - 1
+
+
+def test_a_utf8_bom_is_not_part_of_the_first_name(tmp_path):
+    parsed = Vocabulary.parse("\ufeffcat\ndog\n")
+    assert parsed.names == ("cat", "dog")
+    path = tmp_path / "v.json"
+    path.write_bytes(b"\xef\xbb\xbf" + Vocabulary.parse("cat\ndog").to_json().encode())
+    assert Vocabulary.load(path).names == ("cat", "dog")
+    from napari_odise.batch.vocabularies import load_vocabulary
+
+    text_file = tmp_path / "v.txt"
+    text_file.write_bytes(b"\xef\xbb\xbfcat: kitten\nroad (stuff)\n")  # as Notepad saves it
+    assert load_vocabulary(str(text_file)).names == ("cat", "road")
+    assert load_vocabulary(str(path)).by_name("cat").id == 1

@@ -263,3 +263,31 @@ def test_shapes_only_reading_reads_no_values(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"not json")
     with pytest.raises(CorruptCheckpointError, match="not a valid safetensors file"):
         load_checkpoint_shapes(tmp_path / "broken.safetensors")
+
+
+def test_legacy_pickle_refusal_names_the_global_without_torchs_advice(tmp_path):
+    """torch's message advises weights_only=False (which would run the file) and some versions
+    colour it: the refusal keeps only what the file wanted."""
+    import os as os_module
+
+    class Runs:
+        def __reduce__(self):
+            return (os_module.getcwd, ())
+
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": Runs()}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "getcwd" in message and "nothing from the file was executed" in message
+    assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
+
+
+def test_refusal_reason_drops_colour_codes_and_advice():
+    from napari_odise.weights.safe_load import _reason
+
+    error = pickle.UnpicklingError(
+        "\x1b[1mWeights only load failed\x1b[0m. Re-run with `weights_only=False`.\n"
+        "\x1b[31mUnsupported operand 149\x1b[0m\nCheck the documentation of torch.load"
+    )
+    assert _reason(error) == " (Unsupported operand 149)"

@@ -60,6 +60,14 @@ def _check_text(kind: str, text: object, where: str) -> None:
             )
 
 
+MAX_CATEGORY_ID = 2**31 - 1  # COCO ids are int32; -1 is the result's "unassigned"
+BOM = "\ufeff"  # Windows editors start UTF-8 files with it; it is not part of any name
+
+
+def _without_bom(text: str) -> str:
+    return text[1:] if text.startswith(BOM) else text
+
+
 @dataclass(frozen=True)
 class Category:
     """One thing ODISE can name. ``synonyms`` are the exact strings it embeds (max over them).
@@ -78,6 +86,11 @@ class Category:
         where = f"category {self.name!r}"
         if isinstance(self.id, bool) or not isinstance(self.id, int):
             raise VocabularyError(f"{where}: id must be an integer, got {self.id!r}")
+        if not 0 <= self.id <= MAX_CATEGORY_ID:
+            raise VocabularyError(
+                f"{where}: id {self.id} is outside 0..{MAX_CATEGORY_ID} (COCO category ids are "
+                f"stored as 32-bit integers, and negative ids mean 'unassigned'): choose another id"
+            )
         _check_text("name", self.name, where)
         synonyms = (self.synonyms,) if isinstance(self.synonyms, str) else tuple(self.synonyms)
         if not synonyms:
@@ -317,7 +330,7 @@ class Vocabulary:
         """
         entries = []  # (line number, name, synonyms, isthing)
         first_line_of: dict[str, int] = {}
-        for number, raw in enumerate(text.splitlines(), start=1):
+        for number, raw in enumerate(_without_bom(text).splitlines(), start=1):
             entry = _parse_line(raw, number)
             if entry is None:
                 continue
@@ -363,7 +376,7 @@ class Vocabulary:
     @classmethod
     def from_json(cls, text: str) -> Vocabulary:
         try:
-            data = json.loads(text)
+            data = json.loads(_without_bom(text))
         except json.JSONDecodeError as error:
             raise VocabularyError(f"not valid JSON: {error}") from None
         if not isinstance(data, dict) or not isinstance(data.get("categories"), list):

@@ -2,7 +2,8 @@
 
 TIFF goes through tifffile (16-bit, float, multi-page, planar RGB); everything else through
 Pillow, with the EXIF orientation applied (as detectron2 and so ODISE's own tools read JPEGs).
-Other multi-frame files (animated WebP, APNG) give their first frame. Pixel values are returned
+Other multi-frame files (animated WebP, APNG) give their first frame. CMYK (JPEG or TIFF) becomes
+RGB here, since an array cannot say that its 4 channels are inks rather than RGBA. Pixel values are returned
 as stored: the conversion to what the model sees (contrast scaling, alpha and channel handling)
 is :func:`napari_odise.image_input.to_rgb_uint8`'s job, shared with napari.
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from napari_odise.batch.discovery import ImageFile, not_a_regular_file
 from napari_odise.errors import InvalidInputError, UserError
+from napari_odise.image_input import cmyk_to_rgb
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PAGE_MODES = ("all", "first")
@@ -89,7 +91,11 @@ def _read_tiff_page(path: Path, page: int) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        return np.asarray(tif.pages[page].asarray())
+        tiff_page = tif.pages[page]
+        pixels = np.asarray(tiff_page.asarray())
+        if tiff_page.photometric == tifffile.PHOTOMETRIC.SEPARATED:  # CMYK inks, not RGBA
+            return cmyk_to_rgb(pixels)
+        return pixels
 
 
 # Pillow modes whose numpy form to_rgb_uint8 cannot take directly.

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from napari_odise.atomic import atomic_write_bytes
+from napari_odise.image_input import cmyk_to_rgb
 
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 
@@ -62,11 +63,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if path.suffix.lower() in _TIFF_SUFFIXES:
         import tifffile
 
-        return np.asarray(tifffile.imread(path))
+        with tifffile.TiffFile(path) as tiff:
+            pixels = np.asarray(tiff.asarray())
+            if tiff.pages[0].photometric == tifffile.PHOTOMETRIC.SEPARATED:
+                return cmyk_to_rgb(pixels)  # inks, which would otherwise show as RGBA
+            return pixels
     with Image.open(path) as image:
         image.load()
         if image.mode in ("P", "PA"):
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif image.mode == "CMYK":
+            image = image.convert("RGB")
         return np.asarray(image)
 
 

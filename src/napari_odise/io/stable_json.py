@@ -33,5 +33,6 @@ def write_json(path: str | os.PathLike, data, *, indent: int | None = None) -> P
 
 
 def read_json(path: str | os.PathLike):
-    with open(path, encoding="utf-8") as stream:
+    """JSON from a file; a UTF-8 byte-order mark (Windows editors write one) is skipped."""
+    with open(path, encoding="utf-8-sig") as stream:
         return json.load(stream)

@@ -16,6 +16,7 @@ which wrapper it was; mapping key names onto the model is the model code's job.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,13 +134,32 @@ def _unsafe_error(path: Path, error: Exception) -> UnsafeCheckpointError:
             names = list(scan(path))
         except Exception:
             names = []
-    wanted = f"it refers to {', '.join(names)}" if names else f"the unpickler refused it: {str(error).splitlines()[0]}"
+    if not names:
+        names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", _plain(str(error)))))
+    wanted = f"it refers to {', '.join(names)}" if names else f"the unpickler refused it{_reason(error)}"
     return UnsafeCheckpointError(
         f"{path} is not a plain weights file: {wanted}. Loading it would import or call Python code "
         "from the file, which could do anything on this computer, so napari-odise refused it; nothing "
         "from the file was executed. If this should be an official checkpoint, delete it and download "
         "it again (`napari-odise weights download`)."
     )
+
+
+def _plain(text: str) -> str:
+    """Text without terminal colour codes (some torch versions colour their advice)."""
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+def _reason(error: Exception) -> str:
+    """torch's own reason, without its advice to load with weights_only=False (which would run
+    the file's code: the one thing never to do with a file that fails this check)."""
+    lines = [line.strip() for line in _plain(str(error)).splitlines()]
+    kept = [
+        line for line in lines
+        if line and "weights_only" not in line and "documentation" not in line
+        and "Weights only load failed" not in line
+    ]
+    return f" ({kept[0]})" if kept else ""
 
 
 def _unwrap(loaded, path: Path) -> Checkpoint:
