@@ -1,8 +1,8 @@
-"""The tiny models compute today what they computed at commit 6585931 (tests/data/golden).
+"""The tiny models compute today what they computed when the goldens were written (tests/data/golden).
 
-The goldens were written by tests/data/golden/make_golden.py with that commit's code, before
-inference settings became a value passed as an argument; a refactor that changes no number
-passes. Labels, ids and areas must match exactly; floats to rtol 1e-5 so another CPU passes too.
+tests/data/golden/make_golden.py wrote them and says when and why they last changed; a refactor
+that changes no number passes. Labels, ids and areas must match exactly; floats to rtol 1e-5 so
+another CPU passes too.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +89,14 @@ def test_official_layouts_load_into_the_model(files, source):
     encoded = model.encode(image)
     assert torch.isfinite(encoded.mask_logits).all()
     assert model.classify(encoded, vocab).shape == (16, 3)
+    # text embeddings are kept on disk for these CLIP weights: a restart embeds nothing again
+    from napari_odise.checkpoints.official_loading import source_digest
+    from napari_odise.weights.text_store import store_path
+
+    assert model.text_cache.store.path == store_path(source_digest(Path(files["clip"])))
+    restarted = load_from_files(tiny_config(), progress=False, **files)
+    restarted.embed_vocabulary([["cat"], ["sky"]], [True, False], [True, True])
+    assert restarted.text_cache.encoded_strings == 0
 
 
 def test_second_start_reads_the_cache_without_converting(files, source, monkeypatch):

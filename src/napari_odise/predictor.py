@@ -222,6 +222,24 @@ class Predictor:
             )
         return self.classify(result.encoded, vocabulary, settings=result.settings)
 
+    def warm(self, vocabulary: Vocabulary, progress: ProgressCallback | None = None, chunk: int = 256) -> int:
+        """Embed a vocabulary's strings ahead of use (into the on-disk store when the model has one),
+        reporting ("text", done, total); returns how many strings went through CLIP."""
+        from napari_odise.model.text_embeddings import PHOTO_PROMPT
+
+        raw = [s for group in vocabulary.synonym_lists() for s in group]
+        texts = list(dict.fromkeys((raw if self.variant == "label" else []) + [PHOTO_PROMPT.format(s) for s in raw]))
+        cache = self.model.text_cache
+        before = cache.encoded_strings
+        for start in range(0, len(texts), chunk):
+            if progress is not None:
+                progress("text", start, len(texts))
+            with self._lock:
+                cache.embed(self.model.clip, texts[start : start + chunk])
+        if progress is not None:
+            progress("text", len(texts), len(texts))
+        return cache.encoded_strings - before
+
     def embed(self, vocabulary: Vocabulary):
         """Text embeddings of a vocabulary (cached by string across calls)."""
         if len(vocabulary) == 0:

@@ -100,6 +100,10 @@ def load_from_files(
     model = build_odise(config, device="meta")
     parts = converted_parts(model, odise, sd, clip, progress, cache_dtype, use_cache)
     _assign(model, parts, _head_kind(config))
+    if use_cache:  # text embeddings by string, on disk, for these CLIP weights
+        from napari_odise.weights.text_store import TextEmbeddingStore
+
+        model.text_cache.store = TextEmbeddingStore.for_clip(source_digest(Path(clip)))
     return model.eval()
 
 

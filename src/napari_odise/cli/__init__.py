@@ -24,6 +24,7 @@ SUBCOMMANDS: list[str] = [
     "relabel",
     "merge",
     "finetune",
+    "vocab",
 ]
 
 

@@ -67,13 +67,39 @@ def tokenize(texts: list[str], context_length: int = 77) -> torch.Tensor:
 
 @torch.no_grad()
 def text_embeddings(clip, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-    """(N, embed_dim) text embeddings (EOT token, ln_final, projection), not L2-normalised."""
+    """(N, embed_dim) text embeddings (EOT token, ln_final, projection), not L2-normalised.
+
+    Strings are batched by token length and each batch runs only up to its longest sequence: the
+    text tower is causal and reads the end-of-text token, so the padding after it never reaches the
+    result (the 77-token run gives the same embeddings to float noise), and category names are
+    short: most of the work of a padded run is padding."""
+    if not texts:
+        return torch.zeros(0, clip.text_projection.shape[-1])
     device = clip.token_embedding.weight.device
-    out = []
+    tokens = tokenize(texts, clip.context_length)
+    lengths = tokens.argmax(dim=-1) + 1  # the end-of-text token has the largest id
+    order = torch.argsort(lengths, stable=True)
+    out = torch.empty(len(texts), clip.text_projection.shape[-1])
     for start in range(0, len(texts), batch_size):
-        tokens = tokenize(texts[start : start + batch_size], clip.context_length).to(device)
-        out.append(clip.encode_text(tokens, normalize=False).float())
-    return torch.cat(out) if out else torch.zeros(0, clip.text_projection.shape[-1])
+        rows = order[start : start + batch_size]
+        length = int(lengths[rows].max())
+        out[rows] = encode_tokens(clip, tokens[rows, :length].to(device)).float().cpu()
+    return out
+
+
+def encode_tokens(clip, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``encode_text`` on token sequences cut after their longest end-of-text token."""
+    from open_clip.transformer import text_global_pool
+
+    length = tokens.shape[1]
+    cast_dtype = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
+    x = clip.ln_final(x)
+    x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    if isinstance(clip.text_projection, torch.nn.Linear):
+        return clip.text_projection(x)
+    return x @ clip.text_projection
 
 
 def _vision_tokens(visual, pixels: torch.Tensor) -> torch.Tensor:

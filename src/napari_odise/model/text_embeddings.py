@@ -34,10 +34,15 @@ class VocabularyEmbedding:
 
 
 class TextEmbeddingCache:
-    """String -> CLIP embedding (CPU float32), filled in batches."""
+    """String -> CLIP embedding (CPU float32), filled in batches.
 
-    def __init__(self):
+    ``store``: an optional lasting store beside the in-memory one (``get_many(texts) -> dict``,
+    ``put_many(dict)``; :class:`napari_odise.weights.text_store.TextEmbeddingStore` keeps them on
+    disk, so a restart does not embed a preset again). The loader attaches it; the model reads no files."""
+
+    def __init__(self, store=None):
         self._cache: dict[str, torch.Tensor] = {}
+        self.store = store
         self.encoded_strings = 0  # how many strings went through CLIP (tests count it)
 
     def __len__(self) -> int:
@@ -48,10 +53,16 @@ class TextEmbeddingCache:
 
     def embed(self, clip, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing and self.store is not None:
+            self._cache.update(self.store.get_many(missing))
+            missing = [t for t in missing if t not in self._cache]
         if missing:
             values = text_embeddings(clip, missing, batch_size).cpu()
-            self._cache.update(zip(missing, values))
+            computed = dict(zip(missing, values))
+            self._cache.update(computed)
             self.encoded_strings += len(missing)
+            if self.store is not None:
+                self.store.put_many(computed)
         if not texts:
             return torch.zeros(0, clip.text_projection.shape[-1])
         return torch.stack([self._cache[t] for t in texts])

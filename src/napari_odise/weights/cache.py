@@ -271,4 +271,9 @@ def clear_cache() -> list[Path]:
             if path.is_file() and (path.suffix == ".safetensors" or path.name.endswith(".tmp")):
                 path.unlink()
                 removed.append(path)
+    text_folder = folder / "text-embeddings"  # weights.text_store: CLIP text embeddings by string
+    if text_folder.is_dir():
+        for path in sorted(text_folder.iterdir()):
+            path.unlink()
+            removed.append(path)
     return removed
