@@ -215,3 +215,35 @@ def test_segment_command_with_a_head_path(tmp_path):
     expected = predictor.predict(image, Vocabulary.preset("coco"), settings=predictor.named_settings("evaluation", **FAST_GEOMETRY))
     np.testing.assert_array_equal(ids, expected.label_map)
     assert len(annotation["segments_info"]) == len(expected.segments) >= 1
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["head"].__setitem__("num_queries", 100000), "head.num_queries"),
+        (lambda c: c["unet"].__setitem__("block_out_channels", [4096] * 4), "unet.block_out_channels"),
+        (lambda c: c["head"].__setitem__("hidden_dim", "32"), "head.hidden_dim"),
+        (lambda c: c.__setitem__("head", [1, 2]), "unreadable"),
+        (lambda c: c.__setitem__("clip", "big"), "unreadable"),
+        (lambda c: c.__setitem__("inference", {"crop_size": "x"}), "crop_size"),
+        (lambda c: c.__setitem__("variant", "caption"), "variant"),
+    ],
+)
+def test_a_config_beside_a_checkpoint_cannot_choose_the_model_size(tmp_path, change, message):
+    """The .config.json is data: it may carry settings, never another architecture (issue 15)."""
+    model = perturbed("tiny")
+    path = write_head(model, tmp_path / "model.pth")
+    saved = model.config.to_dict()
+    change(saved)
+    finetuned_config_path(path).write_text(json.dumps({"config": saved, "base_model": "tiny"}))
+    with pytest.raises(UserError, match=message) as caught:
+        model_config(path)
+    assert str(finetuned_config_path(path)) in str(caught.value)
+
+
+def test_a_config_with_a_wrong_top_level_type_is_a_user_error(tmp_path):
+    path = write_head(perturbed("tiny"), tmp_path / "model.pth")
+    for text in ("[1, 2]", '{"config": 5}', '{"config": {}, "base_model": ["tiny"]}'):
+        finetuned_config_path(path).write_text(text)
+        with pytest.raises(UserError):
+            model_config(path)

@@ -18,6 +18,7 @@ import numpy as np
 from napari_odise.batch.discovery import ImageFile, not_a_regular_file
 from napari_odise.errors import InvalidInputError, UserError
 from napari_odise.image_input import cmyk_to_rgb
+from napari_odise.pixel_budget import PixelBudgetError, check_tiff_page, open_with_pillow
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PAGE_MODES = ("all", "first")
@@ -83,6 +84,8 @@ def read_item(item: Item) -> np.ndarray:
         return _read_with_pillow(item.path)
     except ImageReadError:
         raise
+    except PixelBudgetError as error:  # a failure of this image; the batch goes on
+        raise ImageReadError(str(error)) from None
     except Exception as error:  # noqa: BLE001 - any decoder failure means "unreadable file"
         raise ImageReadError(_reason(item.path, error)) from error
 
@@ -92,6 +95,7 @@ def _read_tiff_page(path: Path, page: int) -> np.ndarray:
 
     with tifffile.TiffFile(path) as tif:
         tiff_page = tif.pages[page]
+        check_tiff_page(tiff_page, path.name)
         pixels = np.asarray(tiff_page.asarray())
         if tiff_page.photometric == tifffile.PHOTOMETRIC.SEPARATED:  # CMYK inks, not RGBA
             return cmyk_to_rgb(pixels)
@@ -103,9 +107,9 @@ _CONVERT = {"PA": "RGBA", "LA": "RGBA", "1": "L", "CMYK": "RGB", "YCbCr": "RGB",
 
 
 def _read_with_pillow(path: Path) -> np.ndarray:
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
-    with Image.open(path) as image:
+    with open_with_pillow(path) as image:  # the header's size checked before decoding
         image.load()  # decode now, so truncated files fail here
         image = ImageOps.exif_transpose(image)
         if image.mode == "P":

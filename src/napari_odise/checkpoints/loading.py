@@ -20,11 +20,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from napari_odise.errors import InvalidInputError
+from napari_odise.errors import InvalidInputError, UserError
 from napari_odise.model.build import build_odise
 from napari_odise.model.config import ODISEConfig, get_config
 from napari_odise.model.odise import ODISE
@@ -98,19 +98,55 @@ def _describe(path: Path, stamp: tuple[int, int], config_stamp: tuple[int, int] 
 
 
 def _saved_config(config_file: Path) -> tuple[ODISEConfig, str]:
+    """The fine-tuned head's recorded config, refused unless its architecture is exactly its
+    base model's: the file is data beside a checkpoint and must not pick a model size."""
     try:
-        saved = json.loads(config_file.read_text(encoding="utf-8"))
+        saved = json.loads(config_file.read_text(encoding="utf-8-sig"))
         config = ODISEConfig.from_dict(saved["config"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        base = saved.get("base_model", config.name)
+    except UserError as error:
+        raise InvalidInputError(f"{config_file}: {error}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise InvalidInputError(
             f"{config_file} is unreadable ({type(error).__name__}: {error}); it is written by "
             "`napari-odise finetune` beside its model.pth: restore it, or delete it to load the checkpoint "
             "as a plain official-layout head with the default settings"
         ) from None
-    base = saved.get("base_model", config.name)
-    if base not in RANDOM_MODELS + OFFICIAL_MODELS:
+    if not isinstance(base, str) or base not in RANDOM_MODELS + OFFICIAL_MODELS:
         raise InvalidInputError(f"{config_file}: unknown base model {base!r}")
+    _check_architecture(config, get_config(base), config_file, base)
     return config, base
+
+
+# What may differ from the base model: run-time settings, the name, and seeds.
+_FREE_FIELDS = ("inference", "name", "init_seed", "noise_seed")
+
+
+def _check_architecture(config: ODISEConfig, base: ODISEConfig, config_file: Path, name: str) -> None:
+    differing = [
+        f"{part}.{key}" if key else part
+        for part, key in _architecture_differences(config, base)
+    ]
+    if differing:
+        raise InvalidInputError(
+            f"{config_file}: its model does not have the shapes of its base model {name!r} "
+            f"({', '.join(differing[:8])} differ); a fine-tuned head keeps its base model's "
+            "architecture: restore the file written by `napari-odise finetune`, or delete it"
+        )
+
+
+def _architecture_differences(config: ODISEConfig, base: ODISEConfig):
+    for item in fields(ODISEConfig):
+        if item.name in _FREE_FIELDS:
+            continue
+        mine, theirs = getattr(config, item.name), getattr(base, item.name)
+        if is_dataclass(theirs) and is_dataclass(mine) and type(mine) is type(theirs):
+            for sub in fields(theirs):
+                a, b = getattr(mine, sub.name), getattr(theirs, sub.name)
+                if a != b or type(a) is not type(b):
+                    yield item.name, sub.name
+        elif mine != theirs or type(mine) is not type(theirs):
+            yield item.name, ""
 
 
 def load_head_checkpoint(checkpoint: HeadCheckpoint, **options) -> ODISE:

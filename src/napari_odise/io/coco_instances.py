@@ -36,6 +36,7 @@ from napari_odise.io.coco_files import (
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.panoptic_png import MAX_SEGMENT_ID
 from napari_odise.io.stable_json import read_json
+from napari_odise.pixel_budget import check_pixels
 from napari_odise.result import SOURCES, UNASSIGNED, ImageSource, PanopticResult, segments_table
 
 
@@ -121,7 +122,8 @@ def _result(
     image: dict, annotations: list[dict], vocabulary, info: dict, source: ImageSource
 ) -> PanopticResult:
     where = f"{info['annotations']}, image {image['file_name']!r}"
-    height, width = int(image["height"]), int(image["width"])
+    height, width = image.get("height"), image.get("width")
+    check_pixels(height, width, where)  # before a label map of that size is allocated
     rles = [_rle(a["segmentation"], height, width, where) for a in annotations]
     ids = _segment_ids(annotations)
     label_map = np.zeros((height, width), dtype=np.int32)

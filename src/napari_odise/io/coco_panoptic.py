@@ -37,6 +37,7 @@ from napari_odise.io.errors import DatasetError
 from napari_odise.io.manifest import provenance_by_name
 from napari_odise.io.panoptic_png import read_panoptic_png
 from napari_odise.io.stable_json import read_json
+from napari_odise.pixel_budget import check_pixels
 from napari_odise.result import SOURCES, UNASSIGNED, ImageSource, PanopticResult, segments_table
 from napari_odise.vocabulary import Vocabulary
 
@@ -169,6 +170,9 @@ class PanopticReader:
                 + ", ".join(str(d) for d in self._png_dirs)
                 + " (pass png_dir)"
             )
+        if "height" in image or "width" in image:
+            check_pixels(image.get("height"), image.get("width"),
+                         f"{self.json_path}: image {image['file_name']!r}")
         info = image_info(image, self.json_path, "coco_panoptic")
         info["panoptic_png"] = str(png.resolve())
         info["supercategories"] = dict(self.supercategories)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from napari_odise.atomic import atomic_write_bytes
 from napari_odise.image_input import cmyk_to_rgb
+from napari_odise.pixel_budget import check_tiff_series, open_with_pillow
 
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 
@@ -52,7 +53,7 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 def read_png(path: str | os.PathLike) -> np.ndarray:
     """Pixels of a PNG as stored (uint8 or uint16; palette images keep their indices)."""
-    with Image.open(path) as image:
+    with open_with_pillow(path) as image:
         image.load()
         return np.asarray(image)
 
@@ -64,11 +65,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         import tifffile
 
         with tifffile.TiffFile(path) as tiff:
+            check_tiff_series(tiff.series[0], path.name)
             pixels = np.asarray(tiff.asarray())
             if tiff.pages[0].photometric == tifffile.PHOTOMETRIC.SEPARATED:
                 return cmyk_to_rgb(pixels)  # inks, which would otherwise show as RGBA
             return pixels
-    with Image.open(path) as image:
+    with open_with_pillow(path) as image:
         image.load()
         if image.mode in ("P", "PA"):
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")

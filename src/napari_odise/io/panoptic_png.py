@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.images import write_png
+from napari_odise.pixel_budget import open_with_pillow
 
 MAX_SEGMENT_ID = 256**3 - 1
 
@@ -55,7 +55,7 @@ def write_panoptic_png(path: str | os.PathLike, label_map: np.ndarray) -> Path:
 def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
     """int32 segment ids of a panoptic PNG. Palette images are expanded to their RGB colours;
     8/16-bit gray images, which some tools write for few segments, are read as ids directly."""
-    with Image.open(path) as image:
+    with open_with_pillow(path) as image:  # the header's size checked before decoding
         if image.mode in ("P", "PA"):
             image = image.convert("RGB")
         pixels = np.asarray(image)
