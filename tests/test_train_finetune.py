@@ -39,37 +39,56 @@ def tiny():
     return fast_tiny(short_edge=SIZE, crop_size=SIZE)
 
 
-def pq_numbers(stats) -> dict:
-    """Overall PQ, the things' PQ and their true positives: stuff alone can carry the overall PQ."""
-    things = [c.id for c in VOCABULARY if c.isthing]
-    return {"pq": round(stats.pq(), 3), "things_pq": round(stats.pq(things), 3), "things_tp": sum(stats.tp[c] for c in things)}
+def held_out_loss(trainer) -> float:
+    """The training objective on the held-out scenes, unaugmented, with fixed point samples."""
+    images, labels, masks = [], [], []
+    for name in trainer.data.val_names:
+        sample = trainer.data.samples[name]
+        images.append(torch.from_numpy(sample.image.transpose(2, 0, 1).copy()).float().div(255))
+        sample_labels, sample_masks = trainer.data.targets(sample.label_map, sample.categories)
+        labels.append(sample_labels)
+        masks.append(sample_masks)
+    saved, trainer.torch_rng = trainer.torch_rng, torch.Generator().manual_seed(0)
+    trainer.model.eval()
+    try:
+        with torch.no_grad():
+            return float(sum(trainer.losses(torch.stack(images), labels, masks).values()))
+    finally:
+        trainer.torch_rng = saved
+        trainer.model.train()
 
 
-def test_finetuning_learns_held_out_scenes(dataset, tmp_path):
-    trainer = Finetuner(config(dataset, tmp_path / "run"), model=tiny())
-    assert len(trainer.data.val_names) == 6 and len(trainer.data.train_names) == 18
-    random = pq_numbers(trainer.evaluate_stats())
+def test_a_few_steps_learn_what_held_out_scenes_show(tmp_path):
+    """Learning, fast: 15 steps on 6 synthetic scenes must cut the training loss by a third and
+    the held-out scenes' loss clearly (observed: 44.4 -> 23.2 and 42.3 -> 32.0). The PQ a longer
+    run reaches is measured by benchmarks/bench_finetune_learning.py."""
+    data = tmp_path / "dataset"
+    write_dataset(data, 8, size=SIZE)
+    trainer = Finetuner(
+        config(data, tmp_path / "run", steps=15, batch_size=2, lr=2e-3, warmup_steps=2, schedule="constant",
+               loss=LossWeights(num_points=256)),
+        model=tiny(),
+    )
+    assert len(trainer.data.val_names) == 2
+    before = held_out_loss(trainer)
     path = trainer.run()
-    trained_stats = trainer.evaluate_stats()
-    trained = pq_numbers(trained_stats)
-    numbers = f"held-out, random weights {random}, after {trainer.step} steps {trained}"
-    print(f"\n{numbers}; per category {trained_stats.per_category()}")
-    assert random["pq"] < 0.05 and random["things_tp"] == 0, numbers
-    assert trained["pq"] > 0.25, numbers
-    # things, not just the two stuff bands: observed 2 of 14 held-out things found (PQ 0.12)
-    assert trained["things_tp"] > random["things_tp"] and trained["things_pq"] > random["things_pq"] + 0.05, numbers
+    after = held_out_loss(trainer)
+    losses = [h["total"] for h in trainer.history]
+    numbers = f"training loss {losses[0]:.2f} -> {np.mean(losses[-3:]):.2f}, held-out {before:.2f} -> {after:.2f}"
+    print(numbers)
+    assert np.mean(losses[-3:]) < 0.65 * losses[0], numbers
+    assert after < 0.85 * before, numbers
     assert path.exists() and (tmp_path / "run" / "training.json").exists()
-    first, last = trainer.history[0]["total"], np.mean([h["total"] for h in trainer.history[-10:]])
-    assert last < 0.7 * first
 
 
 def test_resume_continues_the_same_schedule(dataset, tmp_path):
-    straight = Finetuner(config(dataset, tmp_path / "a", steps=6, checkpoint_every=3), model=tiny())
+    small = dict(steps=6, checkpoint_every=3, batch_size=2, loss=LossWeights(num_points=256))
+    straight = Finetuner(config(dataset, tmp_path / "a", **small), model=tiny())
     straight.run()
-    interrupted = Finetuner(config(dataset, tmp_path / "b", steps=6, checkpoint_every=3), model=tiny())
+    interrupted = Finetuner(config(dataset, tmp_path / "b", **small), model=tiny())
     with pytest.raises(Cancelled):
         interrupted.run(should_stop=lambda: interrupted.step >= 3)
-    resumed = Finetuner(config(dataset, tmp_path / "b", steps=6, checkpoint_every=3), model=tiny())
+    resumed = Finetuner(config(dataset, tmp_path / "b", **small), model=tiny())
     assert resumed.step == 3
     resumed.run()
     for key, value in straight.model.trainable_state_dict().items():
@@ -101,37 +120,29 @@ def test_caption_model_is_refused_with_a_reason(dataset, tmp_path):
         Finetuner(config(dataset, tmp_path / "c"), model=fast_tiny("tiny-caption"))
 
 
-def test_cli_finetune_runs_and_resumes(dataset, tmp_path, capsys):
+def test_cli_finetune_runs_resumes_and_segment_uses_its_vocabulary(dataset, tmp_path, monkeypatch, capsys):
+    """finetune, resumed; then ``segment --model RUN/model.pth`` without --vocab takes the run's
+    own vocabulary.json, and the folder records the model by its absolute path (given relative)."""
+    import json
+
     from napari_odise.cli import main
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "cli"
-    args = ["finetune", str(dataset), "--out", str(out), "--base-model", "tiny", "--image-size", "64",
+    args = ["finetune", str(dataset), "--out", "cli", "--base-model", "tiny", "--image-size", "64",
             "--steps", "1", "--val-every", "0", "--num-points", "256", "--device", "cpu"]
     assert main(args) == 0
     assert "fine-tuned model" in capsys.readouterr().out
     assert (out / "model.pth").exists() and (out / "last.pt").exists()
     args[args.index("--steps") + 1] = "2"
     assert main(args) == 0  # resumes at step 1
-    import json
-
     assert json.loads((out / "training.json").read_text())["steps"] == 2
 
-
-def test_segment_with_a_fine_tuned_model_uses_its_vocabulary(dataset, tmp_path, monkeypatch, capsys):
-    """``--model RUN/model.pth`` without --vocab: the run's own vocabulary.json, and the folder
-    records the model by its absolute path (given here relative to the working folder)."""
-    import json
-
-    from napari_odise.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    assert main(["finetune", str(dataset), "--out", "run", "--base-model", "tiny", "--image-size", "64", "--steps", "1",
-                 "--val-every", "0", "--num-points", "256", "--device", "cpu"]) == 0
-    assert main(["segment", "--sample", "coffee", "--model", "run/model.pth", "--device", "cpu", "--out", "out",
+    assert main(["segment", "--sample", "coffee", "--model", "cli/model.pth", "--device", "cpu", "--out", "out",
                  "--short-edge", "64", "--crop-size", "64", "--max-size", "128", "--quiet"]) == 0
     manifest = json.loads((tmp_path / "out" / "batch.json").read_text())
     assert manifest["vocabulary"] == VOCABULARY.name
-    assert manifest["model"] == str((tmp_path / "run" / "model.pth").resolve())
+    assert manifest["model"] == str((out / "model.pth").resolve())
     annotation = json.loads((tmp_path / "out" / "segments" / "coffee.json").read_text())
     names = {category.name for category in VOCABULARY}
     assert all(segment["category"] in names for segment in annotation["segments_info"])
