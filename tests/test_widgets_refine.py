@@ -181,3 +181,20 @@ def test_rescore_asks_the_model_about_the_edited_mask(panel, predictor, qtbot):
         "edited",
     )
     assert "model:" in widget.scores.text()
+
+
+def test_the_selection_is_outlined_on_the_canvas_and_follows_edits(panel):
+    viewer, widget, layer = panel
+    widget.add_to_selection(1)
+    widget.add_to_selection(3)
+    outline = viewer.layers["photo panoptic selection"]
+    data = np.asarray(layer.data)
+    np.testing.assert_array_equal(np.asarray(outline.data), np.where(np.isin(data, [1, 3]), data, 0))
+    assert outline.contour == 2 and outline.metadata == {"odise_derived": "selection"}  # never a target
+    assert viewer.layers.index(outline) == viewer.layers.index(layer) + 1  # just above the segments
+    assert viewer.layers.selection.active is layer  # the segments stay the layer being edited
+    widget.merge()
+    (merged,) = widget.selection
+    np.testing.assert_array_equal(np.asarray(outline.data) > 0, np.asarray(layer.data) == merged)
+    widget.clear_selection()
+    assert "photo panoptic selection" not in viewer.layers

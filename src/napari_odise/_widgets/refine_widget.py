@@ -34,6 +34,7 @@ from . import actions
 from .failures import report
 from .gl_compat import guard_triton
 from .overlays import DERIVED_KEY
+from .selection_outline import SelectionOutline
 from .planes import current_plane, labels_shape
 from .proxies import unwrap
 from .scrolling import scrolling_layout
@@ -52,6 +53,7 @@ class RefineWidget(QWidget):
         self.layer: Labels | None = None
         self.state = None  # the SegmentationLayer of ``layer``
         self.selection: list[int] = []
+        self._outline = SelectionOutline(self.viewer)
         self.last_scores: dict[int, float] = {}
         self._keys = LayerKeys(self._shortcut)
         self._rescore_worker = None
@@ -192,6 +194,7 @@ class RefineWidget(QWidget):
         if self.layer is None:
             self.selection_list.clear()
             self.current.setText("")
+            self._outline.close()
             return
         state = self.state
         self.selection = [i for i in self.selection if state.present(i)]
@@ -202,6 +205,7 @@ class RefineWidget(QWidget):
         if self._listed is not state.vocabulary:
             self._fill_categories()
         self._show_current()
+        self._outline.show(self.layer, self.selection)
 
     def _show_current(self, event=None) -> None:
         if self.layer is not None and self.current_id() != self._current:
