@@ -135,7 +135,7 @@ class PanopticReader:
         self.vocabulary, self.supercategories = vocabulary_from_coco(
             self.data["categories"], name=vocabulary_name(self.data, self.json_path)
         )
-        self._annotations = {int(a["image_id"]): a for a in self.data["annotations"]}
+        self._annotations = annotations_by_image(self.data, self.json_path)
         self._images_by_id: dict[int, dict] | None = None
         self._png_dirs = png_dirs(self.json_path, png_dir)
         self._image_dirs = image_dirs(self.json_path, image_dir)
@@ -188,6 +188,55 @@ class PanopticReader:
         )
 
 
+def annotations_by_image(data: dict, json_path: Path) -> dict[int, dict]:
+    """Each image's one annotation, by image id. Two annotations for one image (or two images
+    with one id) are refused: which PNG belongs to which image would be a guess."""
+    images: dict[int, str] = {}
+    for position, image in enumerate(data["images"]):
+        image_id = _whole_number(image.get("id") if isinstance(image, dict) else None)
+        if image_id is None or not isinstance(image.get("file_name"), str):
+            raise DatasetError(f"{json_path}: images[{position}] needs a whole-number 'id' and a "
+                               f"'file_name'")
+        if image_id in images:
+            raise DatasetError(f"{json_path}: images {images[image_id]!r} and "
+                               f"{image['file_name']!r} both have id {image_id}")
+        images[image_id] = image["file_name"]
+    annotations: dict[int, dict] = {}
+    for position, annotation in enumerate(data["annotations"]):
+        image_id = _whole_number(annotation.get("image_id"))
+        if image_id is None or not isinstance(annotation.get("file_name"), str):
+            raise DatasetError(f"{json_path}: annotations[{position}] needs a whole-number "
+                               f"'image_id' and a 'file_name'")
+        if not isinstance(annotation.get("segments_info"), list):
+            raise DatasetError(f"{json_path}: annotations[{position}] ('segments_info' of image "
+                               f"id {image_id}) must be a list of segments")
+        if image_id in annotations:
+            raise DatasetError(
+                f"{json_path}: image id {image_id} has two annotations "
+                f"({annotations[image_id]['file_name']!r} and {annotation['file_name']!r}); COCO "
+                f"panoptic has one per image: remove one"
+            )
+        annotations[image_id] = annotation
+    return annotations
+
+
+def _whole_number(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _checked_entry(entry, where: str) -> tuple[int, int]:
+    """(segment id, category id) of one ``segments_info`` entry, refused unless both are there."""
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{where}: segments_info holds {entry!r}, not a segment object")
+    segment_id = _whole_number(entry.get("id"))
+    category_id = _whole_number(entry.get("category_id"))
+    if segment_id is None:
+        raise DatasetError(f"{where}: a segment has no whole-number 'id' ({entry!r})")
+    if category_id is None:
+        raise DatasetError(f"{where}: segment {segment_id} has no whole-number 'category_id'")
+    return segment_id, category_id
+
+
 def result_from_segments_info(
     label_map: np.ndarray,
     entries: list[dict],
@@ -206,8 +255,13 @@ def result_from_segments_info(
                 f"{where}: PNG is {label_map.shape[1]}x{label_map.shape[0]} but the image entry "
                 f"says {image['width']}x{image['height']}"
             )
+    if not isinstance(entries, list):
+        raise DatasetError(f"{where}: segments_info must be a list of segments")
+    checked = [_checked_entry(entry, where) for entry in entries]
+    if label_map.size and int(label_map.min()) < 0:
+        raise DatasetError(f"{where}: the PNG holds negative segment ids")
     areas = np.bincount(label_map.ravel(), minlength=1)
-    described = {int(e["id"]) for e in entries}
+    described = {segment_id for segment_id, _ in checked}
     present = set(np.flatnonzero(areas).tolist()) - {0}
     undescribed = sorted(present - described)
     if undescribed:
@@ -217,12 +271,10 @@ def result_from_segments_info(
     rows = []
     empty = []
     crowd = []
-    for entry in entries:
-        segment_id = int(entry["id"])
+    for entry, (segment_id, category_id) in zip(entries, checked):
         if segment_id not in present:
             empty.append(segment_id)
             continue
-        category_id = int(entry["category_id"])
         try:
             category = vocabulary.by_id(category_id)
         except KeyError:
@@ -236,6 +288,8 @@ def result_from_segments_info(
                 f"{where}: segment {segment_id} has source {made_by!r}; expected one of {SOURCES}"
             )
         score = entry.get("score")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise DatasetError(f"{where}: segment {segment_id} has score {score!r}, not a number")
         rows.append(
             (
                 segment_id, category.id, category.name, category.isthing,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,7 @@ from napari_odise.model.settings import InferenceSettings
 from .augment import JitterConfig
 from .criterion import LossWeights, set_criterion
 from .dataset import PanopticTrainingData
-from .errors import TrainingDivergedError
+from .errors import ResumeCheckpointError, TrainingDivergedError
 from .pq import PQStats
 from .schedule import lr_factor
 
@@ -278,8 +279,39 @@ class Finetuner:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
+        """Resume from ``last.pt``. The file is data: anything wrong with it is one refusal that
+        names it (loaded with weights_only, so nothing in it runs), never a traceback."""
+        try:
+            self._resume_from(path)
+        except errors.UserError:
+            raise
+        except pickle.UnpicklingError as error:
+            if "weights only" not in str(error).lower():  # not a pickle at all: damaged
+                raise ResumeCheckpointError(
+                    f"{path} cannot be resumed from (it is not a PyTorch checkpoint): it is "
+                    "damaged. Delete it (or choose another output folder) to start fine-tuning "
+                    "afresh"
+                ) from None
+            raise ResumeCheckpointError(
+                f"{path} is not a plain training checkpoint: it asks to import or run Python code, "
+                "so it was refused and nothing from it was executed. Delete it (or choose another "
+                "output folder) to start fine-tuning afresh"
+            ) from None
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, OSError, EOFError) as error:
+            detail = (str(error).strip().splitlines() or [""])[0][:200]
+            raise ResumeCheckpointError(
+                f"{path} cannot be resumed from ({type(error).__name__}: {detail}): it is damaged or "
+                "was not written by this napari-odise. Delete it (or choose another output folder) "
+                "to start fine-tuning afresh"
+            ) from None
+
+    def _resume_from(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a training state")
         saved = json.loads(state["config"])
+        if not isinstance(saved, dict):
+            raise TypeError("its config is not a JSON object")
         for key in ("steps", "lr", "schedule", "warmup_steps", "dataset"):
             if saved.get(key) != _plain(getattr(self.config, key)):
                 log.warning("resuming with %s=%r (the checkpoint used %r)", key, getattr(self.config, key), saved.get(key))
@@ -290,8 +322,16 @@ class Finetuner:
         self.scaler.load_state_dict(state["scaler"])
         self.rng.bit_generator.state = json.loads(state["numpy_rng"])
         self.torch_rng.set_state(state["torch_rng"])
-        self.history = json.loads(state["history"])
-        self.step = int(state["step"])
+        history = json.loads(state["history"])
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise TypeError("its history is not a list of records")
+        step = state["step"]
+        if isinstance(step, torch.Tensor):
+            step = step.item()
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"its step {step!r} is not a whole number >= 0")
+        self.history = history
+        self.step = step
         log.info("resumed from %s at step %d", path, self.step)
 
     def export(self, seconds: float = 0.0) -> Path:
