@@ -109,3 +109,18 @@ def test_a_folder_refuses_another_vocabulary(first_run, tmp_path, capsys):
     shutil.copytree(source, out)
     assert main([*README_RUN, "--vocab", "ade20k", "--out", str(out), "--quiet"]) == 2  # refused before loading
     assert "holds results made differently" in capsys.readouterr().err
+
+
+def test_export_reads_the_segment_output_folder(first_run, tmp_path):
+    from napari_odise.io import open_dataset, read_panoptic_png
+
+    out, _stdout, home = first_run
+    done = napari_odise("export", "--batch", str(out), "--out", str(tmp_path / "dataset"), home=home)
+    assert "exported 1 image(s)" in done.stdout
+    dataset = open_dataset(tmp_path / "dataset")
+    assert dataset.names == ["astronaut"]
+    result = dataset.read("astronaut")
+    annotation = json.loads((out / "segments" / "astronaut.json").read_text())
+    np.testing.assert_array_equal(result.label_map, read_panoptic_png(out / "panoptic" / "astronaut.png"))
+    assert result.segments["category"].tolist() == [s["category"] for s in annotation["segments_info"]]
+    assert dataset.image("astronaut").image is not None  # the image came along (from the recorded source)

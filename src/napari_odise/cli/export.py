@@ -1,12 +1,14 @@
 """``napari-odise export``: build or extend a dataset folder for fine-tuning.
 
-Two sources for now (results of the batch runner will be a third):
+Three sources:
 
 * ``--panoptic-json FILE``: a COCO panoptic dataset made elsewhere (or another napari-odise
   dataset's ``annotations/panoptic.json``), converted into our layout, appended to ``--out``;
 * ``--labels FILE --image IMG --vocab VOCAB``: one label map saved as PNG/TIFF. With
   ``--segments TABLE`` its values are segment ids; without, category ids (see
-  :mod:`napari_odise.io.label_files`).
+  :mod:`napari_odise.io.label_files`);
+* ``--batch DIR``: the output folder of ``napari-odise segment`` (segments JSON + panoptic PNG
+  per image, the vocabulary from its store or ``--vocab``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def register(subparsers) -> None:
                         help="a COCO panoptic JSON to convert (PNGs and images found beside it)")
     source.add_argument("--labels", type=Path, metavar="FILE",
                         help="one label map as PNG/TIFF (needs --image and --vocab)")
+    source.add_argument("--batch", type=Path, metavar="DIR",
+                        help="the output folder of `napari-odise segment` (its segments JSON and panoptic PNGs; "
+                        "the vocabulary from its store, or --vocab)")
     parser.add_argument("--out", type=Path, required=True, metavar="DATASET",
                         help="dataset folder to create or append to")
     parser.add_argument("--instances", action="store_true", help="also write COCO instances")
@@ -67,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.panoptic_json is not None:
             count = _convert_panoptic(args)
+        elif args.batch is not None:
+            count = _export_batch(args)
         else:
             count = _export_labels(args)
         summary = open_dataset(args.out).summary()
@@ -93,6 +100,35 @@ def _convert_panoptic(args) -> int:
         if len(images) > CHUNK:
             print(f"{min(start + CHUNK, len(images))}/{len(images)}", file=sys.stderr)
     return len(images)
+
+
+def _export_batch(args) -> int:
+    from napari_odise.batch.read_outputs import read_output_folder
+
+    vocabulary = _vocabulary(args.vocab) if args.vocab else None
+    count, without_image, chunk = 0, [], []
+
+    def flush():
+        if chunk:
+            results, images, names = zip(*chunk)
+            export_results(list(results), args.out, list(images), list(names), instances=args.instances,
+                           semantic=args.semantic, overwrite=args.overwrite)
+            chunk.clear()
+
+    for name, result, image in read_output_folder(args.batch, vocabulary):
+        if image is None:
+            without_image.append(name)
+        chunk.append((result, image, name))
+        count += 1
+        if len(chunk) >= CHUNK:
+            flush()
+    flush()
+    if not count:
+        raise DatasetError(f"{args.batch} has no segmented images yet (segments/ is empty)")
+    if without_image:
+        print(f"warning: {len(without_image)} image file(s) not found (e.g. {without_image[0]}); their "
+              "annotations are exported without images", file=sys.stderr)
+    return count
 
 
 def _export_labels(args) -> int:
