@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import pytest
 import torch
@@ -156,9 +157,10 @@ def run(capsys, *argv):
 def test_status_on_an_empty_home(sources, capsys, _isolated_home):
     code, out, _ = run(capsys, "status")
     assert code == 0
-    lines = out.splitlines()
-    assert lines[0].split()[:7] == ["NAME", "ROLE", "PRESENT", "SIZE", "VERIFIED", "CACHED", "LICENCE"]
-    assert lines[1].split()[:6] == ["label", "odise", "no", "-", "-", "no"]
+    lines = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()]
+    assert lines[0] == ["NAME", "ROLE", "PRESENT", "SIZE", "VERIFIED", "CHECKED BY", "CACHED", "LICENCE"]
+    assert lines[1][:7] == ["label", "odise", "no", "-", "-", "sha256 prefix only", "no"]
+    assert lines[3][:6] == ["sd", "stable_diffusion", "no", "-", "-", "full sha256 (published)"]
     assert str(_isolated_home / "weights") in out
     assert "sd: sd.ckpt" in out
 
@@ -268,7 +270,8 @@ def test_verify_exit_codes(sources, capsys):
     import_files(odise=sources["label"], clip=sources["clip"])
     code, out, _ = run(capsys, "verify", "--no-progress")
     assert code == 0
-    assert f"label: ok (sha256 {sha('label')})" in out and f"clip: ok (sha256 {sha('clip')})" in out
+    assert f"label: ok (sha256 {sha('label')}; checked by full sha256 (recorded " in out
+    assert f"clip: ok (sha256 {sha('clip')}; checked by full sha256 (published))" in out
 
     code, out, _ = run(capsys, "verify", "sd", "--no-progress")
     assert code == 1 and "sd: MISSING" in out

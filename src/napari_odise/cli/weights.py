@@ -109,7 +109,7 @@ def _verified_text(verified: bool | None) -> str:
 
 def run_status(args) -> int:
     rows = weights.status(verify=args.verify, progress=args.verify)
-    table = [("NAME", "ROLE", "PRESENT", "SIZE", "VERIFIED", "CACHED", "LICENCE")]
+    table = [("NAME", "ROLE", "PRESENT", "SIZE", "VERIFIED", "CHECKED BY", "CACHED", "LICENCE")]
     for row in rows:
         table.append(
             (
@@ -118,6 +118,7 @@ def run_status(args) -> int:
                 "yes" if row.present else "no",
                 _human(row.size),
                 _verified_text(row.verified) if row.present else "-",
+                row.verified_by,
                 "yes" if row.cached else "no",
                 row.licence,
             )
@@ -137,6 +138,10 @@ def run_status(args) -> int:
             print(f"  {role}: {path}{'' if path.exists() else '  (MISSING)'}{kind}")
     cache_size = _human(sum(p.stat().st_size for p in cache_files))
     print(f"Cache folder:   {weights.cache_dir()}  ({len(cache_files)} files, {cache_size})")
+    if any(row.verified_by == weights.recorded.PREFIX_ONLY for row in rows):
+        print("'sha256 prefix only': the ODISE release publishes 8 hex digits of each file's sha256, "
+              "which a made-up file can match; the full sha256 and size are recorded when the file is "
+              "first imported, downloaded or verified, and checked exactly from then on.")
     return 0
 
 
@@ -173,7 +178,9 @@ def run_verify(args) -> int:
             continue
         digest = hashing.file_sha256(path, progress=not args.no_progress, use_index=False)
         if hashing.digest_matches(digest, weight_file):
-            print(f"{weight_file.name}: ok (sha256 {digest})")
+            weights.recorded.record_first(weight_file, digest, path.stat().st_size)
+            print(f"{weight_file.name}: ok (sha256 {digest}; checked by "
+                  f"{weights.recorded.verified_by(weight_file)})")
         else:
             failures += 1
             print(f"{weight_file.name}: MISMATCH")

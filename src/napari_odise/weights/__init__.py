@@ -25,6 +25,7 @@ from .importing import ImportedFile, import_files
 from .own_files import forget_own_files, own_files, use_own_files
 from .manifest import Manifest, WeightFile, all_files, files_for_model, get, model_names
 from .paths import cache_dir, home_dir, weights_dir
+from . import recorded
 from .sources import resolve_url
 from .status import FileStatus, status
 
@@ -61,6 +62,7 @@ __all__ = [
     "model_names",
     "own_files",
     "read_cache",
+    "recorded",
     "resolve_url",
     "sha256_file",
     "status",

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from napari_odise import __version__
 
-from . import hashing
+from . import hashing, recorded
 from .errors import WeightsUnavailableError
 from .manifest import WeightFile, get
 from .progress import byte_bar
@@ -140,6 +140,7 @@ def download(
         )
     os.replace(part.path, target)
     hashing.remember_sha256(target, digest)
+    recorded.record_first(weight_file, digest, target.stat().st_size)
     return target
 
 

@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from . import recorded
 from .errors import ChecksumMismatchError
 from .manifest import WeightFile
 from .paths import hash_index_path
@@ -112,31 +113,52 @@ def file_sha256(path: Path, progress=False, use_index: bool = True) -> str:
 
 
 def digest_matches(digest: str, weight_file: WeightFile) -> bool:
-    """Full digests must be equal; ODISE files publish only a prefix, which must start the digest."""
+    """Full digests must be equal. ODISE files publish only a prefix: once a full digest is
+    recorded for one (see :mod:`.recorded`) it must equal that, else the prefix must start it."""
     digest = digest.lower()
     if weight_file.sha256:
         return digest == weight_file.sha256
+    found = recorded.recorded(weight_file)
+    if found is not None:
+        return digest == found.sha256
     return bool(weight_file.sha256_prefix) and digest.startswith(weight_file.sha256_prefix)
 
 
 def mismatch_error(path: Path, weight_file: WeightFile, got: str, advice: str | None = None):
-    kind = "sha256" if weight_file.sha256 else "sha256 prefix"
+    found = recorded.recorded(weight_file)
+    kind = "sha256" if weight_file.sha256 or found else "sha256 prefix"
+    expected = found.sha256 if found else weight_file.expected_digest
     advice = advice or (
         f"The file is damaged or is not {weight_file.filename}. Delete it and download it again "
         f"(napari-odise weights download {weight_file.name} --force), or check that you placed the "
         f"right file (from {weight_file.url})."
     )
+    if found:
+        advice += (
+            f" (The manifest publishes only the prefix {weight_file.sha256_prefix}; the full sha256 "
+            f"was recorded from the first {weight_file.filename} used here, on {found.recorded[:10]}. "
+            f"If that one was the wrong file, delete {recorded.recorded_digests_path()} to record "
+            "afresh.)"
+        )
     return ChecksumMismatchError(
-        f"{path}: {kind} mismatch for {weight_file.name}: expected {weight_file.expected_digest}, got {got}. {advice}",
-        expected=weight_file.expected_digest,
+        f"{path}: {kind} mismatch for {weight_file.name}: expected {expected}, got {got}. {advice}",
+        expected=expected,
         got=got,
         path=path,
     )
 
 
 def verify_file(path: Path, weight_file: WeightFile, progress=False, use_index: bool = True) -> str:
-    """Return the file's sha256 if it matches the manifest, else raise ChecksumMismatchError."""
+    """Return the file's sha256 if it matches the manifest (or the full digest recorded for a
+    prefix-only file), else raise ChecksumMismatchError. A prefix-only file verified for the first
+    time has its full digest and size recorded."""
+    path = Path(path)
+    found = recorded.recorded(weight_file)
+    if found is not None and path.stat().st_size != found.size:
+        raise mismatch_error(path, weight_file, f"a file of {path.stat().st_size} bytes "
+                             f"(recorded: {found.size})")
     digest = file_sha256(path, progress=progress, use_index=use_index)
     if not digest_matches(digest, weight_file):
-        raise mismatch_error(Path(path), weight_file, digest)
+        raise mismatch_error(path, weight_file, digest)
+    recorded.record_first(weight_file, digest, path.stat().st_size)
     return digest

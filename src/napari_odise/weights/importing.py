@@ -21,7 +21,7 @@ from pathlib import Path
 
 from napari_odise.errors import InvalidInputError, MissingFileError, UserError
 
-from . import hashing
+from . import hashing, recorded
 from .errors import ChecksumMismatchError
 from .manifest import WeightFile, all_files, files_for_model
 
@@ -161,6 +161,8 @@ def place(source: Path, weight_file: WeightFile, digest: str, link: bool = False
         temp.unlink(missing_ok=True)
         temp.parent.rmdir()
     hashing.remember_sha256(target, digest)
+    if hashing.digest_matches(digest, weight_file):  # the manifest's file, not an own head
+        recorded.record_first(weight_file, digest, target.stat().st_size)
     return target
 
 

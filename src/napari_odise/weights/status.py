@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hashing
+from . import hashing, recorded
 from .cache import cache_files
 from .manifest import WeightFile, all_files, get
 
@@ -24,6 +24,9 @@ class FileStatus:
     cached: bool
     licence: str
     sha256: str | None = None
+    #: how the file is checked: a full sha256 the manifest publishes, a full sha256 recorded at
+    #: the first import/download/verification (ODISE files publish only a prefix), or the prefix only
+    verified_by: str = ""
 
 
 def file_status(name: str | WeightFile, verify: bool = False, progress=False) -> FileStatus:
@@ -46,6 +49,7 @@ def file_status(name: str | WeightFile, verify: bool = False, progress=False) ->
         cached=cached,
         licence=weight_file.licence,
         sha256=digest,
+        verified_by=recorded.verified_by(weight_file),
     )
 
 
