@@ -13,7 +13,7 @@ from test_io_samples import LITERAL_MAP, literal_result, random_image
 
 from napari_odise._reader import get_reader
 from napari_odise._writer import SaveError, write_dataset
-from napari_odise.io import export_result, open_dataset, read_instances, read_panoptic
+from napari_odise.io import DatasetError, export_result, open_dataset, read_instances, read_panoptic
 from napari_odise.io.paths import UnsafePathError, inside
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -134,3 +134,24 @@ def test_guard_accepts_names_inside_and_subfolders(tmp_path):
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(UnsafePathError):
         inside(tmp_path, "loop", "test")
+
+
+@pytest.mark.parametrize(
+    "target, change",
+    [
+        ("manifest.json", lambda m: m["images"][0].pop("image_id")),
+        ("manifest.json", lambda m: m["images"].__setitem__(0, "street")),
+        ("annotations/panoptic.json", lambda d: d["images"][0].pop("id")),
+        ("annotations/panoptic.json", lambda d: d.__setitem__("categories", [5])),
+    ],
+)
+def test_export_into_a_malformed_dataset_is_refused_not_a_traceback(dataset, target, change):
+    _edit(dataset / target, change)
+    before = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    with pytest.raises(DatasetError):
+        export_result(literal_result(), dataset, image=random_image(LITERAL_MAP.shape),
+                      image_name="other")
+    assert {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()} == before
+    if target == "manifest.json":
+        with pytest.raises(DatasetError, match="damaged"):
+            open_dataset(dataset)

@@ -51,18 +51,30 @@ class DatasetContents:
             contents._check_fresh_folder()
             return contents
         manifest = read_manifest(layout.manifest)
-        contents.created = manifest.get("created")
-        contents.records = {r["name"]: r for r in manifest["images"]}
-        for record in contents.records.values():  # before anything is removed or overwritten
-            check_record_paths(root, record)
-        committed = {int(r["image_id"]) for r in contents.records.values()}
-        contents.max_image_id = max(committed, default=0)
-        contents._load_vocabulary()
-        contents._load_panoptic(committed)
-        contents._load_instances(committed)
-        if layout.semantic_legend.is_file():
-            contents.semantic_dtype = read_json(layout.semantic_legend).get("dtype")
+        try:
+            contents._load_committed(manifest)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, DatasetError):
+                raise
+            raise DatasetError(
+                f"{root} is damaged: an entry of its manifest or annotation files lacks a key or "
+                f"has the wrong type ({type(error).__name__}: {error}); nothing was changed"
+            ) from None
         return contents
+
+    def _load_committed(self, manifest: dict) -> None:
+        layout, root = self.layout, self.layout.root
+        self.created = manifest.get("created")
+        self.records = {r["name"]: r for r in manifest["images"]}
+        for record in self.records.values():  # before anything is removed or overwritten
+            check_record_paths(root, record)
+        committed = {int(r["image_id"]) for r in self.records.values()}
+        self.max_image_id = max(committed, default=0)
+        self._load_vocabulary()
+        self._load_panoptic(committed)
+        self._load_instances(committed)
+        if layout.semantic_legend.is_file():
+            self.semantic_dtype = read_json(layout.semantic_legend).get("dtype")
 
     def _check_fresh_folder(self) -> None:
         """Without a manifest, the folder must be empty or hold only what an interrupted first

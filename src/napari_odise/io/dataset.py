@@ -179,4 +179,12 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
         raise DatasetError(f"{layout.vocabulary} is missing: the dataset is damaged") from None
     except VocabularyError as error:
         raise DatasetError(f"{layout.vocabulary}: {error}") from None
-    return Dataset(root, manifest, vocabulary)
+    try:
+        return Dataset(root, manifest, vocabulary)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(
+            f"{root} is damaged: an entry of its manifest or annotation files lacks a key or has "
+            f"the wrong type ({type(error).__name__}: {error})"
+        ) from None
