@@ -207,8 +207,8 @@ def test_segment_command_with_a_head_path(tmp_path):
                "--model", str(head), "--out", str(out), "--device", "cpu", "--quiet", *geometry]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    ids = read_panoptic_png(out / "panoptic" / "astronaut.png.png")
-    annotation = json.loads((out / "segments" / "astronaut.png.json").read_text())
+    ids = read_panoptic_png(out / "panoptic" / "astronaut.png")
+    annotation = json.loads((out / "segments" / "astronaut.json").read_text())
     assert sorted(s["id"] for s in annotation["segments_info"]) == sorted(set(np.unique(ids).tolist()) - {0})
 
     predictor = Predictor.from_pretrained("tiny", device="cpu")
