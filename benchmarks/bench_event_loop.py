@@ -48,7 +48,7 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.widget == "batch":
-            _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Batch (ODISE)")
+            _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Batch")
             folder = Path(tmp) / "images"
             folder.mkdir()
             for i in range(args.images):
@@ -67,7 +67,7 @@ def main(argv=None) -> None:
 
             dataset = Path(tmp) / "dataset"
             write_dataset(dataset, 6, size=64)
-            _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Fine-tune (ODISE)")
+            _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Fine-tune")
             options = widget.options
             options.dataset.setText(str(dataset))
             options.output.setText(str(Path(tmp) / "run"))
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
             busy = lambda: widget.busy  # noqa: E731
             start = widget.train_button.click
         else:
-            _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Segment (ODISE)")
+            _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
             viewer.add_image(picture(0), name="picture", rgb=True)
             widget.model_combo.setCurrentText("tiny")
             widget.device_combo.setCurrentText("cpu")

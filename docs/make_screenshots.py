@@ -44,7 +44,7 @@ def main() -> None:
     app = QApplication.instance()
     viewer.window._qt_window.resize(1600, 1000)
     viewer.open_sample("napari-odise", "astronaut")
-    _, segment = viewer.window.add_plugin_dock_widget("napari-odise", "Segment (ODISE)")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
     shot(viewer, app, "1_open_segment.png")  # official chosen, weights missing: what to do
 
     segment.model_combo.setCurrentText("tiny")
@@ -75,7 +75,7 @@ def main() -> None:
     layer.mode = "paint"
     shot(viewer, app, "4_merged_reassigned.png")
 
-    _, export = viewer.window.add_plugin_dock_widget("napari-odise", "Export dataset (ODISE)")
+    _, export = viewer.window.add_plugin_dock_widget("napari-odise", "Export dataset")
     export.folder.setText(str(Path.home() / "astronaut-dataset"))
     shot(viewer, app, "5_export.png")
     viewer.close()

@@ -35,7 +35,7 @@ def make_widget(make_napari_viewer, folder, out, direct: bool = False):
     if direct:
         widget = BatchWidget(viewer)
     else:
-        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Batch (ODISE)")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Batch")
     widget.model_settings = dict(FAST)
     widget.input_edit.setText(str(folder))
     widget.output_edit.setText(str(out))

@@ -97,8 +97,8 @@ def test_segment_and_batch_widgets_opened_from_the_plugins_menu_share_one_model(
     built = []
     set_default_pool(ModelPool(counting_loader(built)))
     viewer = make_napari_viewer()
-    _, segment = viewer.window.add_plugin_dock_widget("napari-odise", "Segment (ODISE)")
-    _, batch = viewer.window.add_plugin_dock_widget("napari-odise", "Batch (ODISE)")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
+    _, batch = viewer.window.add_plugin_dock_widget("napari-odise", "Batch")
     image = skimage.data.astronaut()[::4, ::4]
     viewer.add_image(image, name="astronaut", rgb=True)
     segment.model_combo.setCurrentText("tiny")

@@ -30,7 +30,7 @@ def test_unknown_sample_is_refused_with_choices():
 
 
 def test_the_menus_show_the_names_the_readme_gives():
-    """README: Plugins > napari-odise > Segment (ODISE), File > Open Sample > napari-odise: napari
+    """README: Plugins > napari-odise > Segment, File > Open Sample > napari-odise: napari
     names those menus after the manifest's display_name and the widgets' display names."""
     from pathlib import Path
 
@@ -39,7 +39,7 @@ def test_the_menus_show_the_names_the_readme_gives():
     manifest = pm.get_manifest("napari-odise")
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert manifest.display_name == "napari-odise"
-    assert f"**Plugins > {manifest.display_name} > Segment (ODISE)**" in readme
+    assert f"**Plugins > {manifest.display_name} > Segment**" in readme
     assert f"**File > Open Sample > {manifest.display_name}**" in readme
     for widget in manifest.contributions.widgets:
         assert f"**{widget.display_name}**" in readme

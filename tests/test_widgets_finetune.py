@@ -49,7 +49,7 @@ def finetune_panel(viewer, dataset, tmp_path, direct: bool):
     if direct:
         widget = FinetuneWidget(viewer)
     else:
-        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Fine-tune (ODISE)")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Fine-tune")
     options = widget.options
     options.dataset.setText(str(dataset))
     options.output.setText(str(tmp_path / "run"))

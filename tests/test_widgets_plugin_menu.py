@@ -32,7 +32,7 @@ def menu(make_napari_viewer, predictor):
     """A viewer with the astronaut sample and the Segment widget opened from the Plugins menu,
     set to the tiny model on the CPU."""
     viewer = make_napari_viewer()
-    segment = open_widget(viewer, "Segment (ODISE)")
+    segment = open_widget(viewer, "Segment")
     Session.of(viewer).pool.put(ModelSpec("tiny", "cpu"), predictor)
     segment.model_combo.setCurrentText("tiny")
     segment.device_combo.setCurrentText("cpu")
@@ -54,7 +54,7 @@ def categories(layer) -> set[str]:
 def test_the_widgets_get_the_proxy_and_share_one_session(menu):
     viewer, segment = menu
     refine = open_widget(viewer, "Refine segments")
-    export = open_widget(viewer, "Export dataset (ODISE)")
+    export = open_widget(viewer, "Export dataset")
     assert Session.of(segment.viewer) is Session.of(refine.viewer) is Session.of(viewer)
     assert Session.of(export.viewer) is Session.of(viewer)
 
@@ -195,7 +195,7 @@ def test_8_segment_and_refine_fit_a_1000_px_screen_together(make_napari_viewer):
     viewer = make_napari_viewer(show=True)
     window = viewer.window._qt_window
     window.resize(1600, 1000)
-    for name in ("Segment (ODISE)", "Refine segments", "Export dataset (ODISE)"):
+    for name in ("Segment", "Refine segments", "Export dataset"):
         open_widget(viewer, name)
     window.resize(1600, 1000)
     assert window.height() <= 1000

@@ -38,9 +38,9 @@ def tiny_segment_widget(viewer, predictor, direct: bool = False):
     or built from the viewer itself, set to the tiny model on the CPU."""
     if direct:
         widget = SegmentWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Segment (ODISE)")
+        viewer.window.add_dock_widget(widget, name="Segment")
     else:
-        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Segment (ODISE)")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
     Session.of(viewer).pool.put(ModelSpec("tiny", "cpu"), predictor)
     widget.model_combo.setCurrentText("tiny")
     widget.device_combo.setCurrentText("cpu")

@@ -22,7 +22,7 @@ def predictor():
 
 
 def open_segment(viewer):
-    _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Segment (ODISE)")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
     viewer.add_image(skimage.data.astronaut()[::4, ::4], name="astronaut", rgb=True)
     return widget
 
