@@ -106,3 +106,15 @@ def test_segment_a_bundled_sample(predictor, tmp_path, capsys):
     np.testing.assert_array_equal(ids, predictor.predict(skimage.data.coffee(), Vocabulary.preset("coco")).label_map)
     assert main(["segment", "--sample", "nope", "--out", str(out), *FAST_ARGS]) == 2
     assert "astronaut" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_the_run_closes_the_bar_and_exits_130(samples, tmp_path, capsys, monkeypatch):
+    import napari_odise.batch
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(napari_odise.batch, "run_batch", interrupted)
+    status = main(["segment", str(samples), "--out", str(tmp_path / "out"), "--quiet", *FAST_ARGS])
+    assert status == 130
+    assert "interrupted: run the same command again to resume" in capsys.readouterr().err

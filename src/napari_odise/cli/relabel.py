@@ -15,8 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from napari_odise.cli.refusals import INTERRUPTED, refuse
-from napari_odise.errors import UserError
+from napari_odise.cli.progress_bar import progress_bar
 
 
 def register(subparsers) -> None:
@@ -43,25 +42,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from napari_odise.batch import TerminalProgress, relabel_store
+    from napari_odise.batch import relabel_store
     from napari_odise.batch.relabel import store_path_of
     from napari_odise.batch.vocabularies import load_vocabulary
 
-    progress = TerminalProgress(disable=args.quiet)
-    try:
+    with progress_bar(args.quiet) as progress:
         vocabulary = load_vocabulary(args.vocab)
         summary = relabel_store(
             store_path_of(args.store), vocabulary, settings=args.settings,
             device=args.device, progress=progress,
         )
-    except KeyboardInterrupt:
-        progress.close(ok=False)
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return INTERRUPTED
-    except UserError as error:  # closes the progress bar before the message; anything else is a bug
-        progress.close(ok=False)
-        return refuse(error)
-    progress.close()
     print(summary.text().replace("segmented", "re-labelled"))
     if summary.failed:
         print("the store keeps its previous labels until every image is re-labelled", file=sys.stderr)

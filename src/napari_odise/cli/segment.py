@@ -15,11 +15,10 @@ differently); 130 interrupted (Ctrl-C; run again to resume).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from napari_odise.cli.refusals import INTERRUPTED, refuse
-from napari_odise.errors import InvalidInputError, UserError
+from napari_odise.cli.progress_bar import progress_bar
+from napari_odise.errors import InvalidInputError
 
 
 def register(subparsers) -> None:
@@ -79,27 +78,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    try:
-        inputs, vocabulary, spec, overrides = check_arguments(args)
-    except UserError as error:
-        return refuse(error)
+    inputs, vocabulary, spec, overrides = check_arguments(args)  # a refusal: the CLI's one handler
     # Only now the heavy part (PyTorch, the model): a typo is reported in a second, not after it.
-    from napari_odise.batch import TerminalProgress, run_batch
+    from napari_odise.batch import run_batch
 
     options = _options(args)
-    progress = TerminalProgress(disable=args.quiet)
-    try:
+    with progress_bar(args.quiet) as progress:
         inputs += [str(write_sample(name, args.out)) for name in args.sample]
         settings = spec.settings(args.settings, **overrides)
         summary = run_batch(inputs, args.out, vocabulary, spec, options, progress=progress, settings=settings)
-    except KeyboardInterrupt:
-        progress.close(ok=False)
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return INTERRUPTED
-    except UserError as error:  # closes the progress bar before the message; anything else is a bug
-        progress.close(ok=False)
-        return refuse(error)
-    progress.close()
     print(summary.text())
     for line in what_was_written(summary, args, options):
         print(line)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from napari_odise.atomic import atomic_write_text
 from napari_odise.io.categories import coco_categories
-from napari_odise.io.errors import DatasetError
+from napari_odise.io.errors import DatasetError, damaged
 from napari_odise.io.layout import FORMAT_VERSION, DatasetLayout
 from napari_odise.io.manifest import build_manifest, check_record_paths, read_manifest
 from napari_odise.io.semantic import legend, semantic_dtype
@@ -56,10 +56,7 @@ class DatasetContents:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             if isinstance(error, DatasetError):
                 raise
-            raise DatasetError(
-                f"{root} is damaged: an entry of its manifest or annotation files lacks a key or "
-                f"has the wrong type ({type(error).__name__}: {error}); nothing was changed"
-            ) from None
+            raise damaged(root, error, nothing_changed=True) from None
         return contents
 
     def _load_committed(self, manifest: dict) -> None:

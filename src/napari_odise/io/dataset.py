@@ -15,7 +15,7 @@ from pathlib import Path
 
 from napari_odise.atomic import TEMP_SUFFIX
 from napari_odise.io.coco_panoptic import PanopticReader
-from napari_odise.io.errors import DatasetError
+from napari_odise.io.errors import DatasetError, damaged
 from napari_odise.io.layout import DatasetLayout
 from napari_odise.io.manifest import check_record_paths, read_manifest, record_path
 from napari_odise.io.stable_json import read_json
@@ -184,7 +184,4 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         if isinstance(error, DatasetError):
             raise
-        raise DatasetError(
-            f"{root} is damaged: an entry of its manifest or annotation files lacks a key or has "
-            f"the wrong type ({type(error).__name__}: {error})"
-        ) from None
+        raise damaged(root, error) from None

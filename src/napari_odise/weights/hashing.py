@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from napari_odise.atomic import atomic_write_text
 
 from . import recorded
 from .errors import ChecksumMismatchError
@@ -65,16 +65,7 @@ def _read_index() -> dict:
 
 def _write_index(entries: dict) -> None:
     """Replace the index atomically, so a crash never leaves half a JSON file."""
-    index_file = hash_index_path()
-    index_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=index_file.parent, prefix=".hash_index.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"format": INDEX_FORMAT, "files": entries}, handle, indent=1, sort_keys=True)
-        os.replace(temp, index_file)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(hash_index_path(), json.dumps({"format": INDEX_FORMAT, "files": entries}, indent=1, sort_keys=True))
 
 
 def known_sha256(path: Path) -> str | None:

@@ -13,11 +13,11 @@ by a full digest recorded here (and when), or only by the prefix.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from napari_odise.atomic import atomic_write_text
 
 from .manifest import WeightFile
 from .paths import home_dir
@@ -53,16 +53,7 @@ def _read() -> dict:
 
 
 def _write(entries: dict) -> None:
-    path = recorded_digests_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".recorded_digests.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"format": FORMAT, "files": entries}, handle, indent=1, sort_keys=True)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(recorded_digests_path(), json.dumps({"format": FORMAT, "files": entries}, indent=1, sort_keys=True))
 
 
 def recorded(weight_file: WeightFile) -> Recorded | None:
