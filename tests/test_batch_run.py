@@ -266,6 +266,52 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference, folder, pre
     assert_same_outputs(snapshot(out), snapshot(reference[0]))
 
 
+class _Killed(BaseException):
+    """Stands for SIGKILL at one exact point: nothing below the raise runs."""
+
+
+def coco_json(out: Path) -> dict:
+    """The COCO JSON files byte for byte (the manifest holds export times, so its ids only)."""
+    annotations = out / "coco" / "annotations"
+    manifest = json.loads((out / "coco" / "manifest.json").read_text())
+    return {
+        "panoptic": (annotations / "panoptic.json").read_bytes(),
+        "instances": (annotations / "instances.json").read_bytes(),
+        "ids": {r["name"]: r["image_id"] for r in manifest["images"]},
+    }
+
+
+def test_killed_in_the_second_coco_commit_then_resumed_writes_the_same_ids(reference, folder, predictor, tmp_path, monkeypatch):
+    """The second chunk's annotation JSONs are written, its manifest not: the resumed run gives
+    those images the ids (and the files the bytes) of an uninterrupted run."""
+    from napari_odise.batch import coco
+    from napari_odise.io.contents import DatasetContents
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(coco, "CHUNK", 4)
+    write_manifest = DatasetContents.write_manifest
+
+    def killed_at_the_second_commit(contents):
+        if len(contents.records) > 4:
+            raise _Killed
+        write_manifest(contents)
+
+    monkeypatch.setattr(DatasetContents, "write_manifest", killed_at_the_second_commit)
+    with pytest.raises(_Killed):
+        run_batch([folder], out, VOCAB, predictor, BatchOptions(coco=True, files=True))
+    monkeypatch.setattr(DatasetContents, "write_manifest", write_manifest)
+    assert sorted(coco_json(out)["ids"].values()) == [1, 2, 3, 4]
+    written = json.loads(coco_json(out)["panoptic"])["images"]
+    assert [image["id"] for image in written] == [1, 2, 3, 4, 5, 6]  # 5 and 6 not committed
+    assert open_dataset(out / "coco").problems  # the second chunk's entries are leftovers now
+    summary = run_batch([folder], out, VOCAB, predictor, BatchOptions(coco=True, files=True))
+    assert [f.key for f in summary.failed] == ["broken.png"]
+    assert coco_json(out) == coco_json(reference[0])
+    assert coco_json(out)["ids"] == {dataset_name(k): i for i, k in enumerate(GOOD, 1)}
+    assert open_dataset(out / "coco").problems == ()
+    assert_same_outputs(snapshot(out), snapshot(reference[0]))
+
+
 def test_cancel_then_resume_equals_uninterrupted(reference, folder, predictor, tmp_path):
     out = tmp_path / "out"
     cancel = threading.Event()

@@ -1,8 +1,9 @@
 """The committed contents of a dataset, loaded for an export to change and write back.
 
 Only images the manifest lists are loaded (see :mod:`~napari_odise.io.manifest`); entries of an
-interrupted export are skipped here, which is how the next export drops them. The largest image
-and annotation ids ever seen, leftovers included, are remembered so new ids never reuse one.
+interrupted export are skipped here, which is how the next export drops them. New ids continue
+after the largest *committed* ones, so an export re-run after a kill gives its images the ids an
+uninterrupted run would have (the leftover entries holding them are dropped in the same commit).
 
 Write order, which keeps every JSON pointing only at files that exist: the vocabulary (it only
 grows) and data files first, then ``instances.json``, the semantic legend, ``panoptic.json`` and
@@ -110,7 +111,6 @@ class DatasetContents:
             if "supercategory" in c
         }
         for image in data["images"]:
-            self.max_image_id = max(self.max_image_id, int(image["id"]))
             if int(image["id"]) in committed:
                 self.panoptic_images[int(image["id"])] = image
         for annotation in data["annotations"]:
@@ -131,12 +131,11 @@ class DatasetContents:
             return
         data = read_json(path)
         for image in data["images"]:
-            self.max_image_id = max(self.max_image_id, int(image["id"]))
             if int(image["id"]) in committed:
                 self.instance_images[int(image["id"])] = image
         for annotation in data["annotations"]:
-            self.max_annotation_id = max(self.max_annotation_id, int(annotation["id"]))
             if int(annotation["image_id"]) in committed:
+                self.max_annotation_id = max(self.max_annotation_id, int(annotation["id"]))
                 self.instance_annotations.setdefault(int(annotation["image_id"]), []).append(
                     annotation
                 )
