@@ -353,6 +353,8 @@ def test_shards_merged_equal_the_serial_run(reference, folder, predictor, tmp_pa
     assert main(merge_args) == 0
     assert main(merge_args) == 0  # merging again (e.g. after a killed merge) changes nothing
     assert_same_outputs(snapshot(tmp_path / "merged"), snapshot(reference[0]))
+    assert coco_json(tmp_path / "merged")["ids"] == coco_json(reference[0])["ids"]
+    assert coco_json(tmp_path / "merged") == coco_json(reference[0])
     merged_summary = json.loads((tmp_path / "merged" / "batch_summary.json").read_text())
     assert merged_summary["done"] == GOOD and [f["key"] for f in merged_summary["failed"]] == ["broken.png"]
 

@@ -34,6 +34,13 @@ def dataset_name(key: str) -> str:
     return stem.replace("/", "__") + (f"_p{page}" if page else "")
 
 
+def run_order(key: str) -> tuple[str, int]:
+    """Where a key comes in a serial run: files sorted by key, a stack's pages in page order.
+    Its images get their COCO ids in this order, which merging shards repeats."""
+    file_key, _, page = key.partition(PAGE_MARK)
+    return file_key, int(page) if page else -1
+
+
 def source_id(item: Item) -> str:
     """What the dataset records as the image's source: the file, plus the page of a stack."""
     source = str(item.path.resolve())

@@ -84,7 +84,7 @@ def merge_outputs(sources: Sequence[str | os.PathLike], out: str | os.PathLike) 
         keys = _merge_stores(sources, out, summary, copied)
         keys |= _merge_files(sources, out, copied)
         summary.copied = len(copied)
-        _merge_coco(sources, out)
+        _merge_coco(sources, out, keys)
         summary.images = len(keys)
         summary.batch = _merge_summaries(sources, keys)
         summary.batch.write(out)
@@ -143,16 +143,20 @@ def _merge_files(sources: Sequence[Path], out: Path, copied: set[str]) -> set[st
     return keys
 
 
-def _merge_coco(sources: Sequence[Path], out: Path) -> None:
+def _merge_coco(sources: Sequence[Path], out: Path, keys: set[str]) -> None:
+    """Images go in in the order of a serial run (see :func:`~napari_odise.batch.coco.run_order`),
+    so the merged dataset has that run's ids and bytes."""
     datasets = [s / COCO_NAME for s in sources if (s / COCO_NAME).is_dir()]
     if datasets:
+        from napari_odise.batch.coco import dataset_name, run_order
         from napari_odise.io import merge_datasets
         from napari_odise.io.layout import DatasetLayout
 
         # Merging again (after a killed merge, or new shards) replaces the images already there
         # with the same content instead of refusing them.
         again = DatasetLayout(out / COCO_NAME).manifest.is_file()
-        merge_datasets(datasets, out / COCO_NAME, overwrite=again)
+        order = [dataset_name(key) for key in sorted(keys, key=run_order)]
+        merge_datasets(datasets, out / COCO_NAME, overwrite=again, order=order)
 
 
 def _merge_summaries(sources: Sequence[Path], present: set[str]) -> BatchSummary:

@@ -7,7 +7,7 @@ Everything is checked before anything is written; images then go in chunks of
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from napari_odise.io.categories import merge_vocabulary
@@ -24,11 +24,14 @@ def merge_datasets(
     out: str | os.PathLike,
     *,
     overwrite: bool = False,
+    order: Sequence[str] | None = None,
 ) -> list[ExportRecord]:
     """Append the images of several datasets (e.g. shards of a batch run) to ``out``.
 
     Same rules as exporting; each image keeps its per-image choice of instances/semantic and its
     provenance. Names repeated across sources are refused (with ``overwrite``, the last wins).
+    New images get ids in source order, or in ``order`` (image names; names it lacks come after,
+    in source order): the order of one serial run, so shards merged get that run's ids.
     """
     out = Path(out)
     datasets = [open_dataset(source) for source in sources]
@@ -40,6 +43,9 @@ def merge_datasets(
                 f"{dataset.root} is incomplete: {'; '.join(dataset.missing_files[:5])}"
             )
     chosen = _merge_choice(datasets, overwrite)
+    if order is not None:
+        position = {name: index for index, name in enumerate(order)}
+        chosen.sort(key=lambda pair: position.get(pair[1], len(position)))
     existing = DatasetContents.load(out)
     vocabulary = existing.vocabulary
     for dataset in datasets:
