@@ -17,6 +17,7 @@ from pathlib import Path
 
 from napari_odise.batch.files import SHORT, ImageFiles
 from napari_odise.batch.models import ModelSpec
+from napari_odise.batch.output_errors import is_write_failure
 from napari_odise.batch.reading import Item, read_item
 from napari_odise.batch.store import BatchStore, storage_roundtrip
 from napari_odise.errors import Cancelled, UserError
@@ -90,6 +91,8 @@ class ItemProcessor:
         except BatchCancelled:
             raise
         except Exception as error:  # noqa: BLE001 - one bad image must not stop the batch
+            if is_write_failure(error):  # ... but a full or read-only disk stops it (the runner says why)
+                raise
             return Outcome(item.key, False, describe(error), time.perf_counter() - start)
         labels = None
         if self.job.coco:  # without the tensors: they stay in the store, not in the message

@@ -8,6 +8,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from napari_odise.batch.output_errors import writing_into
 from napari_odise.errors import UserError
 
 LOCK_NAME = ".batch.lock"
@@ -24,8 +25,9 @@ def folder_lock(out: Path):
     except ImportError:  # Windows: no advisory locks; run one batch per folder by hand
         yield
         return
-    out.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    with writing_into(out):  # read-only, a file in the way: a message, not a traceback
+        out.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

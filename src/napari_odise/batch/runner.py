@@ -24,6 +24,7 @@ from napari_odise.batch.job import STORE_NAME, BatchCancelled, BatchJob, ItemPro
 from napari_odise.batch.lock import folder_lock
 from napari_odise.batch.manifest import MANIFEST_NAME, check, check_or_write
 from napari_odise.batch.models import ModelSpec, describe_model, load_predictor
+from napari_odise.batch.output_errors import OutputWriteError, writing_into
 from napari_odise.batch.progress import BatchProgress, ProgressCallback
 from napari_odise.batch.publish import partial_root
 from napari_odise.batch.reading import ImageReadError, Item, expand
@@ -104,6 +105,7 @@ class _Tracker:
         self.summary, self.total, self.progress, self.coco = summary, total, progress, coco
         self.start = time.perf_counter()
         self.finished = 0
+        self.exporting: list[Item] = []  # done, handed to the dataset, maybe not written yet
         if progress is not None:
             progress(BatchProgress(0, 0, total, len(summary.skipped), 0.0))
 
@@ -113,7 +115,9 @@ class _Tracker:
             if not outcome.segments:
                 self.summary.empty.append(item.key)
             if self.coco is not None and not self.coco.has(item):
+                self.exporting.append(item)
                 self.coco_failed(self.coco.add(item, outcome.result))
+                self.exporting = [waiting for waiting in self.exporting if not self.coco.has(waiting)]
         else:
             self.summary.failed.append(Failure(item.key, outcome.reason))
         self.finished += 1
@@ -131,10 +135,20 @@ class _Tracker:
 
     def coco_failed(self, failures: list[Failure]) -> None:
         """Images segmented fine but refused by the dataset count as failed."""
+        failed = {failure.key for failure in failures}
+        self.exporting = [item for item in self.exporting if item.key not in failed]
         for failure in failures:
             if failure.key in self.summary.done:
                 self.summary.done.remove(failure.key)
             self.summary.failed.append(failure)
+
+    def not_exported(self) -> None:
+        """The run stopped with images still waiting for the dataset: they are not done (a
+        later run does them again)."""
+        waiting = {item.key for item in self.exporting if not self.coco.has(item)}
+        self.summary.done = [key for key in self.summary.done if key not in waiting]
+        self.summary.empty = [key for key in self.summary.empty if key not in waiting]
+        self.exporting = []
 
     def finish(self, out: Path, started: float) -> None:
         if self.coco is not None:
@@ -200,25 +214,44 @@ def run_batch(
         if pending and not options.scheduler and predictor is None:
             _announce_loading(progress, spec, len(pending), len(summary.skipped))
             predictor = load_predictor(spec)  # fails before anything is written
-        check_or_write(out, manifest)
-        if options.store:
-            summary.cleaned = BatchStore.open_or_create(job.store_path, header, vocabulary, settings).clear_partials()
-        _clean_temporaries(out)
-        tracker = _Tracker(summary, len(pending), progress, coco)
+        tracker = None
         try:
-            if pending and options.scheduler:
-                from napari_odise.batch.distributed import run_distributed
+            with writing_into(out):  # disk full, read-only: stop with a message, keep what is done
+                check_or_write(out, manifest)
+                if options.store:
+                    store = BatchStore.open_or_create(job.store_path, header, vocabulary, settings)
+                    summary.cleaned = store.clear_partials()
+                _clean_temporaries(out)
+                tracker = _Tracker(summary, len(pending), progress, coco)
+                try:
+                    if pending and options.scheduler:
+                        from napari_odise.batch.distributed import run_distributed
 
-                run_distributed(pending, job, options.scheduler, options.workers, tracker.record, cancel)
-            elif pending:
-                _run_serial(pending, job, predictor, tracker.record, cancel)
-        except (BatchCancelled, KeyboardInterrupt) as stop:
-            summary.cancelled = True
-            if isinstance(stop, KeyboardInterrupt):
+                        run_distributed(pending, job, options.scheduler, options.workers, tracker.record, cancel)
+                    elif pending:
+                        _run_serial(pending, job, predictor, tracker.record, cancel)
+                except (BatchCancelled, KeyboardInterrupt) as stop:
+                    summary.cancelled = True
+                    if isinstance(stop, KeyboardInterrupt):
+                        tracker.finish(out, started)
+                        raise
                 tracker.finish(out, started)
-                raise
-        tracker.finish(out, started)
+        except OutputWriteError as error:
+            _write_stopped_summary(summary, tracker, out, started, error)
+            raise
     return summary
+
+
+def _write_stopped_summary(summary: BatchSummary, tracker, out: Path, started: float, error: OutputWriteError) -> None:
+    """Record why the run stopped and what it finished, when the folder still takes a small file."""
+    summary.stopped = str(error)
+    if tracker is not None and tracker.coco is not None:
+        tracker.not_exported()
+    summary.seconds = time.perf_counter() - started
+    try:
+        summary.write(out)
+    except OSError:
+        pass  # the folder takes nothing more: the message already says why
 
 
 def _announce_loading(progress: ProgressCallback | None, spec: ModelSpec, total: int, skipped: int) -> None:

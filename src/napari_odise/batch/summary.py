@@ -1,7 +1,8 @@
 """What a batch did: images done now, skipped as already done, and failures with their reasons.
 
 Written to ``<out>/batch_summary.json`` at the end of every run (also a cancelled or interrupted
-one), so the failures of an overnight job can be read the next morning.
+one, and one stopped because the folder could not take more, when it still takes this file),
+so the failures of an overnight job can be read the next morning.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class BatchSummary:
     seconds: float = 0.0
     shard: str | None = None
     cleaned: int = 0  # unfinished groups of a killed run that were removed
+    stopped: str | None = None  # why the run itself stopped early (disk full, read-only folder)
 
     @property
     def all_failed(self) -> bool:
@@ -53,6 +55,7 @@ class BatchSummary:
             "seconds": round(self.seconds, 3),
             "shard": self.shard,
             "cleaned": self.cleaned,
+            "stopped": self.stopped,
         }
 
     def write(self, out: str | Path) -> Path:
@@ -66,6 +69,8 @@ class BatchSummary:
             f"(of {self.total}) in {self.seconds:.1f} s{rate}"
             + (" - cancelled, run again to resume" if self.cancelled else "")
         ]
+        if self.stopped:
+            lines.append(f"stopped: {self.stopped}")
         if self.empty:
             lines.append(f"{count_images(len(self.empty))} kept no segment: {_listed(self.empty)}")
         if self.without_overlay:

@@ -9,7 +9,8 @@
 Running the same command again resumes: finished images are skipped, half-written ones redone.
 Exit codes: 0 done (some images may have failed: see the summary); 1 every image failed;
 2 bad usage or nothing could start (no images, model not loadable, output folder made
-differently); 130 interrupted (Ctrl-C; run again to resume).
+differently), or the output folder cannot be written (disk full, read-only: what was done is
+kept, run again to resume); 130 interrupted (Ctrl-C; run again to resume).
 """
 
 from __future__ import annotations
