@@ -3,6 +3,11 @@
 PNGs are written by Pillow without metadata chunks (no time stamps), so the same array gives the
 same bytes and exported datasets can be compared byte for byte. Source images are copied as they
 are (no re-encoding, no quality loss); only arrays are written, always as PNG.
+
+Photos are read upright, with their EXIF orientation applied, as the batch reader does
+(:mod:`napari_odise.batch.reading`, like detectron2): pixels and sizes read here agree with the
+label maps made from them. napari's built-in reader shows the stored pixels without the
+rotation (see docs/batch.md).
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from napari_odise.atomic import atomic_write_bytes
 from napari_odise.image_input import cmyk_to_rgb
 from napari_odise.pixel_budget import check_tiff_series, open_with_pillow
 
 _TIFF_SUFFIXES = {".tif", ".tiff"}
+_ORIENTATION = 0x0112  # the EXIF tag
+_QUARTER_TURNS = (5, 6, 7, 8)  # orientations that turn the image by 90 degrees
 
 
 def check_png_array(array: np.ndarray) -> np.ndarray:
@@ -59,7 +66,7 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Pixels of an image file (TIFF through tifffile, the rest through Pillow)."""
+    """Pixels of an image file (TIFF through tifffile, the rest through Pillow, upright)."""
     path = Path(path)
     if path.suffix.lower() in _TIFF_SUFFIXES:
         import tifffile
@@ -72,6 +79,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return pixels
     with open_with_pillow(path) as image:
         image.load()
+        image = ImageOps.exif_transpose(image)
         if image.mode in ("P", "PA"):
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         elif image.mode == "CMYK":
@@ -95,6 +103,8 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+            if image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS:  # read upright: sides swap
+                width, height = height, width
     except OSError as error:
         raise ValueError(f"{path}: not an image Pillow or tifffile can read ({error})") from None
     return height, width
