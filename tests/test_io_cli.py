@@ -17,7 +17,7 @@ from test_io_samples import (
 
 from napari_odise.cli import SUBCOMMANDS, run
 from napari_odise.cli import export as export_command
-from napari_odise.io import export_result, open_dataset
+from napari_odise.io import DatasetError, export_result, export_results, open_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -54,6 +54,50 @@ def test_convert_panoptic_json_into_a_new_dataset_is_lossless(tmp_path, capsys):
         "annotations/panoptic.json", "images/street.png", "manifest.json", "panoptic/street.png",
         "vocabulary.json",
     ]
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at one exact point: nothing below the raise runs."""
+
+
+def test_export_killed_in_its_second_chunk_completes_when_run_again(tmp_path, monkeypatch, capsys):
+    from napari_odise.io.contents import DatasetContents
+    from test_io_samples import random_result
+
+    results = [random_result(seed) for seed in (1, 2, 3)]
+    images = [random_image(r.label_map.shape, seed) for seed, r in enumerate(results)]
+    export_results(results, tmp_path / "source", images, ["a", "b", "c"], instances=True)
+    args = ["export", "--panoptic-json", str(tmp_path / "source/annotations/panoptic.json"),
+            "--instances", "--out"]
+    assert main([*args, str(tmp_path / "whole")]) == 0
+    monkeypatch.setattr(export_command, "CHUNK", 2)  # chunks {a, b} and {c}
+    write_manifest = DatasetContents.write_manifest
+
+    def killed_at_the_second_commit(contents):
+        if len(contents.records) > 2:
+            raise _Killed
+        write_manifest(contents)
+
+    monkeypatch.setattr(DatasetContents, "write_manifest", killed_at_the_second_commit)
+    with pytest.raises(_Killed):
+        main([*args, str(tmp_path / "killed")])
+    monkeypatch.setattr(DatasetContents, "write_manifest", write_manifest)
+    assert open_dataset(tmp_path / "killed").names == ["a", "b"]
+    capsys.readouterr()
+    assert main([*args, str(tmp_path / "killed")]) == 0  # not "already in": the append completes
+    assert "exported 3 image(s)" in capsys.readouterr().out
+    whole, killed = dataset_files(tmp_path / "whole"), dataset_files(tmp_path / "killed")
+    assert sorted(whole) == sorted(killed)
+    assert [k for k in whole if whole[k] != killed[k] and k != "manifest.json"] == []
+    ids = [{n: d.image(n).image_id for n in d.names} for d in map(open_dataset, (tmp_path / "whole", tmp_path / "killed"))]
+    assert ids[0] == ids[1] == {"a": 1, "b": 2, "c": 3}
+    assert open_dataset(tmp_path / "killed").problems == ()
+    # Other annotations under a taken name are still refused, naming both spellings of the flag.
+    other = random_result(9)
+    with pytest.raises(DatasetError, match=r"\['c'\] are already in .*overwrite=True \(on the "
+                       r"command line --overwrite\)"):
+        export_results([other], tmp_path / "killed", [images[2]], ["c"], instances=True,
+                       skip_unchanged=True)
 
 
 def test_category_map_png_becomes_segments(tmp_path):

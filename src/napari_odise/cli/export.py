@@ -33,6 +33,14 @@ from napari_odise.vocabulary import Vocabulary, VocabularyError
 CHUNK = 64  # images per write when converting a COCO file
 
 
+def _export_chunk(args, results, images=None, names=None) -> int:
+    """Export one chunk; returns how many of its images the dataset already held exactly as
+    given (committed by an earlier run of this export that was killed: re-running completes it)."""
+    records = export_results(results, args.out, images, names, instances=args.instances,
+                             semantic=args.semantic, overwrite=args.overwrite, skip_unchanged=True)
+    return len(results) - len(records)
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
@@ -69,50 +77,52 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    unchanged = 0
     try:
         if args.panoptic_json is not None:
-            count = _convert_panoptic(args)
+            count, unchanged = _convert_panoptic(args)
         elif args.batch is not None:
-            count = _export_batch(args)
+            count, unchanged = _export_batch(args)
         else:
             count = _export_labels(args)
         summary = open_dataset(args.out).summary()
     except OSError as error:  # the file system refused (missing file, permissions, disk full)
         return refuse(error, status=1)
+    already = f" ({unchanged} already there unchanged)" if unchanged else ""
     print(
-        f"exported {count} image(s) to {args.out}: the dataset now has {summary['images']} "
-        f"images, {summary['segments']} segments ({summary['edited_share']:.0%} edited)"
+        f"exported {count} image(s) to {args.out}{already}: the dataset now has "
+        f"{summary['images']} images, {summary['segments']} segments "
+        f"({summary['edited_share']:.0%} edited)"
     )
     return 0
 
 
-def _convert_panoptic(args) -> int:
+def _convert_panoptic(args) -> tuple[int, int]:
     reader = PanopticReader(args.panoptic_json, png_dir=args.png_dir, image_dir=args.image_dir)
     images = reader.images()
     missing = [i["file_name"] for i in images if reader.image_path(i) is None]
     if missing:
         print(f"warning: {len(missing)} image file(s) not found (e.g. {missing[0]}); their "
               f"annotations are exported without images (use --image-dir)", file=sys.stderr)
+    unchanged = 0
     for start in range(0, len(images), CHUNK):
         results = [reader.read(image) for image in images[start : start + CHUNK]]
-        export_results(results, args.out, instances=args.instances, semantic=args.semantic,
-                       overwrite=args.overwrite)
+        unchanged += _export_chunk(args, results)
         if len(images) > CHUNK:
             print(f"{min(start + CHUNK, len(images))}/{len(images)}", file=sys.stderr)
-    return len(images)
+    return len(images), unchanged
 
 
-def _export_batch(args) -> int:
+def _export_batch(args) -> tuple[int, int]:
     from napari_odise.batch.read_outputs import read_output_folder
 
     vocabulary = _vocabulary(args.vocab) if args.vocab else None
-    count, without_image, chunk = 0, [], []
+    count, without_image, chunk, unchanged = 0, [], [], [0]
 
     def flush():
         if chunk:
             results, images, names = zip(*chunk)
-            export_results(list(results), args.out, list(images), list(names), instances=args.instances,
-                           semantic=args.semantic, overwrite=args.overwrite)
+            unchanged[0] += _export_chunk(args, list(results), list(images), list(names))
             chunk.clear()
 
     for name, result, image in read_output_folder(args.batch, vocabulary):
@@ -128,7 +138,7 @@ def _export_batch(args) -> int:
     if without_image:
         print(f"warning: {len(without_image)} image file(s) not found (e.g. {without_image[0]}); their "
               "annotations are exported without images", file=sys.stderr)
-    return count
+    return count, unchanged[0]
 
 
 def _export_labels(args) -> int:

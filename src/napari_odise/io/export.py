@@ -4,6 +4,9 @@ datasets, with one set of rules:
 * Image ids and instance annotation ids continue after the largest the dataset has used.
 * An image name already in the dataset is refused unless ``overwrite=True``; then the image is
   replaced in place and keeps its image id (and its instance annotation ids, as far as they go).
+  With ``skip_unchanged=True`` an image the dataset already holds as given (same segments and
+  pixels, same kinds written) is left out instead: re-running an append that was killed part way
+  completes it (the CLI's ``export`` does this).
 * The incoming vocabulary must agree with the dataset's (same id, same name and thing flag);
   categories the dataset lacks are added at the end of its vocabulary.
 * Unassigned segments (category -1) are refused, naming the ids to assign, unless
@@ -27,14 +30,19 @@ import numpy as np
 from napari_odise.atomic import atomic_copy, remove_stale_temporaries
 from napari_odise.io.categories import merge_vocabulary
 from napari_odise.io.coco_instances import instance_annotations
-from napari_odise.io.coco_panoptic import exported_label_map, panoptic_annotation, unassigned_ids
+from napari_odise.io.coco_panoptic import (
+    exported_label_map,
+    panoptic_annotation,
+    segments_info,
+    unassigned_ids,
+)
 from napari_odise.io.contents import DatasetContents
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.images import check_png_array, image_shape, write_png
 from napari_odise.io.layout import PNG, DatasetLayout, check_image_name
 from napari_odise.io.lock import dataset_lock
 from napari_odise.io.manifest import now, record_path
-from napari_odise.io.panoptic_png import MAX_SEGMENT_ID, write_panoptic_png
+from napari_odise.io.panoptic_png import MAX_SEGMENT_ID, read_panoptic_png, write_panoptic_png
 from napari_odise.io.semantic import (
     semantic_dtype,
     semantic_indices,
@@ -118,9 +126,12 @@ def export_results(
     semantic: bool = True,
     overwrite: bool = False,
     skip_unassigned: bool = False,
+    skip_unchanged: bool = False,
 ) -> list[ExportRecord]:
     """Like :func:`export_result` for many images in one transaction (the JSON files are
-    rewritten once, so prefer this for batches). All or nothing is validated up front."""
+    rewritten once, so prefer this for batches). All or nothing is validated up front.
+    ``skip_unchanged``: images already in the dataset exactly as given are left out (no record)
+    rather than refused."""
     results = list(results)
     images = _aligned(images, len(results), "images")
     image_names = _aligned(image_names, len(results), "image_names")
@@ -128,7 +139,7 @@ def export_results(
         _make_item(result, image, name, instances, semantic, skip_unassigned)
         for result, image, name in zip(results, images, image_names)
     ]
-    return write_items(Path(dataset_dir), items, overwrite)
+    return write_items(Path(dataset_dir), items, overwrite, skip_unchanged)
 
 
 # --- items -------------------------------------------------------------------------------
@@ -182,7 +193,9 @@ def _provenance(result: PanopticResult, image_path) -> dict:
 
 
 # --- the transaction ---------------------------------------------------------------------
-def write_items(root: Path, items: list[ExportItem], overwrite: bool) -> list[ExportRecord]:
+def write_items(
+    root: Path, items: list[ExportItem], overwrite: bool, skip_unchanged: bool = False
+) -> list[ExportRecord]:
     if not items:
         return []
     root = Path(root).absolute()
@@ -191,6 +204,10 @@ def write_items(root: Path, items: list[ExportItem], overwrite: bool) -> list[Ex
         for folder in (root, *layout.data_dirs):
             remove_stale_temporaries(folder)
         contents = DatasetContents.load(root)
+        if skip_unchanged and not overwrite:
+            items = [item for item in items if not _unchanged(contents, item)]
+            if not items:
+                return []
         plans, vocabulary = _plan(contents, items, overwrite)
         replaced = [plan for plan in plans if plan.old is not None]
         if replaced:  # first commit: the dataset without the images being replaced
@@ -280,9 +297,30 @@ def _check_item(item: ExportItem) -> list[str]:
 
 def already_there(names: list[str], root: Path) -> str:
     return (
-        f"images {names[:10]} are already in {root}: pass overwrite=True to replace them, or "
-        f"give the new ones other names"
+        f"images {names[:10]} are already in {root}: pass overwrite=True (on the command line "
+        f"--overwrite) to replace them, or give the new ones other names"
     )
+
+
+_COMPARED = ("id", "category_id", "area", "iscrowd", "source")
+
+
+def _unchanged(contents: DatasetContents, item: ExportItem) -> bool:
+    """True when the dataset holds this image under this name exactly as the item would write
+    it (segments, panoptic pixels, instances and semantic chosen alike); scores are not compared."""
+    record = contents.records.get(item.name)
+    if record is None or bool(record["instances"]) != item.instances:
+        return False
+    if (record["semantic"] is not None) != item.semantic:
+        return False
+    annotation = contents.panoptic_annotations[int(record["image_id"])]
+    stored = [{k: s.get(k) for k in _COMPARED} for s in annotation["segments_info"]]
+    given = [{k: s.get(k) for k in _COMPARED} for s in segments_info(item.result, item.skipped)]
+    if stored != given:
+        return False
+    label_map = exported_label_map(item.result, item.skipped)
+    png = record_path(contents.layout.root, record, "panoptic")
+    return np.array_equal(read_panoptic_png(png), label_map)
 
 
 def _write(contents: DatasetContents, plans: list[_Plan], vocabulary: Vocabulary):
