@@ -41,7 +41,7 @@ from .session import MODELS, ModelChoice, Session
 from .vocabulary_widget import VocabularyWidget
 from .weights_check import missing_advice
 
-CHECKPOINT_ITEM = "fine-tuned checkpoint..."
+CHECKPOINT_ITEM = "checkpoint file..."
 CURRENT_PLANE, ALL_PLANES = "current plane", "all planes"
 
 
@@ -167,7 +167,7 @@ class SegmentWidget(QWidget):
         if self.model_combo.itemText(index) != CHECKPOINT_ITEM:
             return
         path, _ = QFileDialog.getOpenFileName(
-            self, "Fine-tuned checkpoint", filter="Checkpoints (*.pth *.pt *.safetensors)"
+            self, "ODISE checkpoint (released, re-saved or fine-tuned)", filter="Checkpoints (*.pth *.pt *.safetensors)"
         )
         if path:
             self.model_combo.setCurrentText(self.session.add_checkpoint(path))
