@@ -222,23 +222,21 @@ class Predictor:
             )
         return self.classify(result.encoded, vocabulary, settings=result.settings)
 
-    def warm(self, vocabulary: Vocabulary, progress: ProgressCallback | None = None, chunk: int = 256) -> int:
-        """Embed a vocabulary's strings ahead of use (into the on-disk store when the model has one),
-        reporting ("text", done, total); returns how many strings went through CLIP."""
-        from napari_odise.model.text_embeddings import PHOTO_PROMPT
-
-        raw = [s for group in vocabulary.synonym_lists() for s in group]
-        texts = list(dict.fromkeys((raw if self.variant == "label" else []) + [PHOTO_PROMPT.format(s) for s in raw]))
-        cache = self.model.text_cache
-        before = cache.encoded_strings
-        for start in range(0, len(texts), chunk):
+    def warm(self, vocabulary: Vocabulary, progress: ProgressCallback | None = None, chunk: int = 64) -> int:
+        """Embed a vocabulary ahead of use (into the on-disk store when the model has one), a chunk
+        of categories at a time, reporting ("text", categories done, total); returns how many
+        strings went through CLIP."""
+        synonyms, isthing, seen = vocabulary.synonym_lists(), [c.isthing for c in vocabulary], vocabulary.seen_mask()
+        before = self.model.text_cache.encoded_strings
+        for start in range(0, len(synonyms), chunk):
             if progress is not None:
-                progress("text", start, len(texts))
+                progress("text", start, len(synonyms))
+            part = slice(start, start + chunk)
             with self._lock:
-                cache.embed(self.model.clip, texts[start : start + chunk])
+                self.model.embed_vocabulary(synonyms[part], isthing[part], seen[part])
         if progress is not None:
-            progress("text", len(texts), len(texts))
-        return cache.encoded_strings - before
+            progress("text", len(synonyms), len(synonyms))
+        return self.model.text_cache.encoded_strings - before
 
     def embed(self, vocabulary: Vocabulary):
         """Text embeddings of a vocabulary (cached by string across calls)."""

@@ -48,7 +48,7 @@ def run_warm(args) -> int:
             file=sys.stderr,
         )
     for name, vocabulary in zip(args.vocabularies, vocabularies):
-        with tqdm(desc=name, unit="text", disable=args.quiet, file=sys.stderr) as bar:
+        with tqdm(desc=name, unit="category", disable=args.quiet, file=sys.stderr) as bar:
 
             def progress(stage, done, total, bar=bar):
                 bar.total = total
