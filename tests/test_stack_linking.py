@@ -1,0 +1,186 @@
+"""Linking segments through a stack (napari_odise.stack_linking) on hand-made moving-disc stacks:
+ids kept through the stack, no link below the IoU threshold, never across categories, the
+Hungarian pairing, and the relabelled results and link record."""
+
+import numpy as np
+import pytest
+
+from napari_odise.errors import InvalidInputError
+from napari_odise.result import PanopticResult
+from napari_odise.stack_linking import DEFAULT_THRESHOLD, link_stack, link_tracks, match_planes, overlaps
+from napari_odise.vocabulary import Vocabulary
+
+VOCABULARY = Vocabulary.parse("cell\nbead\nbackground (stuff)")
+CELL, BEAD, BACKGROUND = (c.id for c in VOCABULARY)
+SIZE = 96
+
+
+def disc(centre, radius) -> np.ndarray:
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def plane(discs, stuff: bool = False, seed: int = 0) -> PanopticResult:
+    """One plane: ``discs`` is [(centre, radius, category)], painted in order, given ids in a
+    shuffled order (a model numbers segments as it likes); optionally stuff everywhere else."""
+    label_map = np.zeros((SIZE, SIZE), np.int32)
+    ids = np.random.default_rng(seed).permutation(len(discs)) + 1
+    info = []
+    for segment_id, (centre, radius, category) in zip(ids.tolist(), discs):
+        label_map[disc(centre, radius)] = segment_id
+        info.append({"id": segment_id, "category_id": category, "score": 0.5 + segment_id / 100,
+                     "query_ids": [10 + segment_id]})
+    if stuff:
+        label_map[label_map == 0] = len(discs) + 1
+        info.append({"id": len(discs) + 1, "category_id": BACKGROUND, "score": 0.9})
+    result = PanopticResult.from_segments_info(label_map, info, VOCABULARY)
+    result.validate()
+    return result
+
+
+def track_of(linked, key, centre) -> int:
+    """The id the relabelled plane ``key`` has at pixel ``centre``."""
+    return int(linked.results[key].label_map[centre])
+
+
+def moving_discs(planes: int = 8):
+    """Two cells drifting right and down 3 px per plane, a bead standing still, stuff around."""
+    stack = {}
+    for k in range(planes):
+        discs = [((20 + 3 * k, 15 + 3 * k), 10, CELL), ((70, 70 - 3 * k), 9, CELL), ((20, 75), 6, BEAD)]
+        stack[(k,)] = plane(discs, stuff=True, seed=k)
+    return stack
+
+
+def test_moving_discs_keep_one_id_through_the_stack():
+    stack = moving_discs()
+    linked = link_stack(stack)
+    assert linked.threshold == DEFAULT_THRESHOLD and linked.axis == 0
+    first = {name: track_of(linked, (0,), centre) for name, centre in
+             {"a": (20, 15), "b": (70, 70), "bead": (20, 75), "stuff": (0, 0)}.items()}
+    assert sorted(first.values()) == [1, 2, 3, 4]  # tracks numbered 1.. from the first plane
+    for k in range(8):
+        assert track_of(linked, (k,), (20 + 3 * k, 15 + 3 * k)) == first["a"]
+        assert track_of(linked, (k,), (70, 70 - 3 * k)) == first["b"]
+        assert track_of(linked, (k,), (20, 75)) == first["bead"]
+        assert track_of(linked, (k,), (0, 0)) == first["stuff"]
+        result = linked.results[(k,)]
+        assert sorted(result.segments["id"].tolist()) == [1, 2, 3, 4]
+        # the link record: plane-local id (as given) -> track id, agreeing with the pixels
+        given = stack[(k,)].label_map
+        for local, track in linked.tracks[(k,)].items():
+            assert np.array_equal(given == local, result.label_map == track)
+            assert result.query_ids[track] == stack[(k,)].query_ids[local]  # tensors follow
+        assert result.info["track_ids"] == {1: 1, 2: 2, 3: 3, 4: 4}
+        assert result.info["stack_links"] == {"threshold": DEFAULT_THRESHOLD, "axis": 0}
+    assert linked.linked() == 4
+
+
+def test_relabelled_rows_keep_category_score_and_area():
+    stack = moving_discs(3)
+    linked = link_stack(stack)
+    for key, given in stack.items():
+        table = linked.results[key].segments.set_index("id")
+        for row in given.segments.itertuples(index=False):
+            moved = table.loc[linked.tracks[key][row.id]]
+            assert (moved.category_id, moved.score, moved.area, moved.source) == (
+                row.category_id, row.score, row.area, row.source)
+
+
+def test_a_disc_that_jumps_below_the_threshold_starts_a_new_track():
+    # plane 1's disc overlaps plane 0's with IoU about 0.2 (radius 10, moved 14 px): no link
+    stack = {(0,): plane([((40, 30), 10, CELL)]), (1,): plane([((40, 44), 10, CELL)])}
+    a_ids, b_ids, iou = overlaps(stack[(0,)].label_map, stack[(1,)].label_map)
+    assert 0 < iou[0, 0] < DEFAULT_THRESHOLD
+    linked = link_stack(stack)
+    assert track_of(linked, (0,), (40, 30)) == 1 and track_of(linked, (1,), (40, 44)) == 2
+    assert linked.linked() == 0
+    # the same overlap links when the threshold allows it
+    assert track_of(link_stack(stack, threshold=0.1), (1,), (40, 44)) == 1
+
+
+def test_crossing_discs_keep_their_own_ids():
+    # two cells cross paths (the lower one painted over the upper where they meet): around the
+    # crossing each overlaps where the other was one plane before, with an IoU below the
+    # threshold, so each keeps its own track instead of swapping
+    planes = 12
+    stack = {
+        (k,): plane([((40, 20 + 5 * k), 10, CELL), ((52, 76 - 5 * k), 10, CELL)], seed=k)
+        for k in range(planes)
+    }
+    linked = link_stack(stack)
+    a, b = track_of(linked, (0,), (40, 20)), track_of(linked, (0,), (52, 76))
+    crossed = []
+    for k in range(planes):
+        assert track_of(linked, (k,), (38, 20 + 5 * k)) == a
+        assert track_of(linked, (k,), (54, 76 - 5 * k)) == b
+        if k:
+            _, _, iou = overlaps(linked.results[(k - 1,)].label_map, linked.results[(k,)].label_map)
+            crossed.append(iou[a - 1, b - 1])
+            assert iou[a - 1, a - 1] >= DEFAULT_THRESHOLD and iou[b - 1, b - 1] >= DEFAULT_THRESHOLD
+    assert 0 < max(crossed) < DEFAULT_THRESHOLD
+    assert linked.linked() == 2
+
+
+def test_discs_that_cross_with_little_overlap_are_not_linked():
+    # plane 0: a cell on the left; plane 1: that cell gone, another one on its way across,
+    # overlapping where the first was with IoU below the threshold: a new track
+    stack = {(0,): plane([((48, 30), 12, CELL)]), (1,): plane([((40, 48), 12, CELL)])}
+    iou = overlaps(stack[(0,)].label_map, stack[(1,)].label_map)[2]
+    assert 0 < iou[0, 0] < DEFAULT_THRESHOLD
+    assert match_planes(*((r.label_map, {1: CELL}) for r in stack.values())) == {}
+    assert link_stack(stack).linked() == 0
+
+
+def test_categories_never_link_across():
+    # the same disc, a cell in plane 0 and a bead in plane 1: IoU 1.0 but no link
+    stack = {(0,): plane([((40, 40), 10, CELL)]), (1,): plane([((40, 40), 10, BEAD)])}
+    linked = link_stack(stack)
+    assert track_of(linked, (0,), (40, 40)) == 1 and track_of(linked, (1,), (40, 40)) == 2
+    assert link_stack(stack, threshold=0.0).linked() == 0
+
+
+def test_unassigned_segments_never_link():
+    label_map = np.zeros((SIZE, SIZE), np.int32)
+    label_map[disc((40, 40), 10)] = 1
+    result = PanopticResult.from_segments_info(label_map, [{"id": 1, "category_id": -1}], VOCABULARY)
+    assert link_stack({(0,): result, (1,): result.copy()}).linked() == 0
+
+
+def test_hungarian_pairing_beats_greedy():
+    # plane 0: cells A (cols 0-15) and B (16-21); plane 1: Q (cols 0-5) and P (6-21).
+    # IoU A-P 10/22, A-Q 6/16, B-P 6/16, B-Q 0. Taking the best pair first (A-P) would leave B
+    # unlinked; the pairing maximising the summed IoU links A-Q and B-P (0.75 > 0.45).
+    earlier = np.zeros((10, 30), np.int32)
+    earlier[:, 0:16], earlier[:, 16:22] = 1, 2
+    later = np.zeros((10, 30), np.int32)
+    later[:, 6:22], later[:, 0:6] = 1, 2
+    _, _, iou = overlaps(earlier, later)
+    np.testing.assert_allclose(iou, [[10 / 22, 6 / 16], [6 / 16, 0]])
+    categories = {1: CELL, 2: CELL}
+    assert match_planes((earlier, categories), (later, categories)) == {2: 1, 1: 2}
+    # above the pairs' IoU, nothing links
+    assert match_planes((earlier, categories), (later, categories), threshold=0.46) == {}
+
+
+def test_four_d_stacks_link_along_the_chosen_axis_and_a_missing_plane_breaks_links():
+    one = plane([((40, 40), 10, CELL)])
+    stack = {(t, z): one.copy() for t in range(2) for z in range(3)}
+    along_z = link_tracks({k: (r.label_map, {1: CELL}) for k, r in stack.items()}, axis=1)
+    assert sorted(len(track) for track in along_z) == [3, 3]
+    along_t = link_tracks({k: (r.label_map, {1: CELL}) for k, r in stack.items()}, axis=0)
+    assert sorted(len(track) for track in along_t) == [2, 2, 2]
+    gap = {(0,): one, (2,): one.copy()}  # plane 1 not segmented
+    assert link_stack(gap).linked() == 0
+
+
+def test_bad_arguments_are_refused():
+    stack = moving_discs(2)
+    with pytest.raises(InvalidInputError, match="threshold"):
+        link_stack(stack, threshold=1.5)
+    with pytest.raises(InvalidInputError, match="axis"):
+        link_stack(stack, axis=1)
+    small = plane([((5, 5), 3, CELL)])
+    small = PanopticResult(small.label_map[:50], small.segments.assign(area=int((small.label_map[:50] == 1).sum())), VOCABULARY)
+    with pytest.raises(InvalidInputError, match="one shape"):
+        link_stack({(0,): stack[(0,)], (1,): small})
