@@ -21,7 +21,7 @@ import numpy as np
 from napari_odise.errors import UserError
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.export import export_results
-from napari_odise.io.layers import layer_source, results_from_labels
+from napari_odise.io.layers import layer_source, plane_references, results_from_labels
 from napari_odise.io.layout import DatasetLayout
 from napari_odise.io.planes import plane_name
 
@@ -41,9 +41,10 @@ def write_dataset(path: str, layer_data: list[tuple]) -> list[str]:
 def _write_dataset(path: str, layer_data: list[tuple]) -> list[str]:
     images = {meta.get("name"): data for data, meta, kind in layer_data if kind == "image"}
     labels = [(data, meta) for data, meta, kind in layer_data if kind == "labels"]
-    results, sources, names = [], [], []
+    results, sources, names, references = [], [], [], []
     for data, meta in labels:
         planes = results_from_labels(data, meta.get("features"), meta.get("metadata"))
+        kept = plane_references(planes, meta.get("metadata"))  # the model's output, for quality
         if not planes:
             raise DatasetError(f"'{meta.get('name')}' has no segments in any plane")
         name = layer_source(meta.get("metadata")).name or meta.get("name")
@@ -56,7 +57,8 @@ def _write_dataset(path: str, layer_data: list[tuple]) -> list[str]:
             if image is not None and not (known and Path(known).is_file()):
                 pixels = np.asarray(image[key] if key else image)
             results.append(result)
+            references.append(kept.get(key))
             sources.append(pixels)
             names.append(None if name is None else plane_name(name, key))
-    export_results(results, path, images=sources, image_names=names, overwrite=True)
+    export_results(results, path, images=sources, image_names=names, overwrite=True, references=references)
     return [str(DatasetLayout(path).root)]

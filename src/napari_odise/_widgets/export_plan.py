@@ -12,12 +12,13 @@ names the checkbox to tick rather than a keyword argument.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_odise.errors import UserError
 from napari_odise.io import Dataset, ExportRecord, export_results, open_dataset
 from napari_odise.io.coco_panoptic import unassigned_ids
+from napari_odise.io.layers import plane_references
 from napari_odise.io.layout import DatasetLayout
 from napari_odise.io.planes import plane_name
 from napari_odise.result import PanopticResult
@@ -46,6 +47,7 @@ class ExportPlan:
     results: list[PanopticResult]
     images: list  # per result: a file path, an array, or None (the file ``info`` names, if any)
     names: list[str]
+    references: list = field(default_factory=list)  # per result: the model's output, or None
 
 
 def plan_export(state: SegmentationLayer, image_layer, name: str) -> ExportPlan:
@@ -63,7 +65,9 @@ def plan_export(state: SegmentationLayer, image_layer, name: str) -> ExportPlan:
     if not results:
         raise ExportProblem(f"'{state.layer.name}' has no segments in any plane")
     plan = ExportPlan([], [], [])
+    references = plane_references(results, state.layer.metadata)
     for key, result in results.items():
+        plan.references.append(references.get(key))
         plan.results.append(result)
         plan.images.append(None if image_layer is None else image_source(image_layer, key))
         plan.names.append(plane_name(name, key))
@@ -111,6 +115,7 @@ def export_work(plan: ExportPlan, folder: Path, options: ExportOptions) -> Calla
             semantic=options.semantic,
             overwrite=options.overwrite,
             skip_unassigned=options.skip_unassigned,
+            references=plan.references,
         )
         return records, open_dataset(folder)
 

@@ -35,6 +35,7 @@ from napari_odise.io.layers import (
     layer_metadata,
     layer_rows,
     layer_table,
+    model_outputs,
     plane_result,
     plane_table,
     results_from_labels,
@@ -42,6 +43,7 @@ from napari_odise.io.layers import (
     split_info,
     vocabulary_from_metadata,
 )
+from napari_odise.quality import ModelOutput
 from napari_odise.result import PanopticResult, features_table, segments_table
 from napari_odise.vocabulary import Vocabulary
 
@@ -87,6 +89,10 @@ class SegmentationLayer:
         self.info = dict(info or {})
         self.image_layer = image_layer
         self.model_results: dict[PlaneKey, PanopticResult] = dict(model_results or {})
+        # the model's own output per plane, what quality numbers compare against (io.layers)
+        self.model_outputs: dict[PlaneKey, ModelOutput] = {
+            **model_outputs(layer.metadata), **{k: ModelOutput.of(r) for k, r in self.model_results.items()}
+        }
         self.claimed: dict[PlaneKey, np.ndarray] = dict(claimed or {})
         self.pending: set[int] = set()  # ids handed out for painting, not painted yet
         self.table = segments_table()
@@ -350,6 +356,7 @@ class SegmentationLayer:
                 else:
                     self.rows[layer_id] = row
             self.claimed[key] = placement.claimed
+            self.model_outputs[key] = ModelOutput.of(result)  # the new output is the reference
             if result.encoded is not None:
                 self.model_results[key] = result
             changes.append((key, old, placement.label_map))
@@ -366,8 +373,12 @@ class SegmentationLayer:
     # --- metadata ------------------------------------------------------------------------------
     def write_metadata(self) -> None:
         """``metadata["odise"] = {"vocabulary": <Vocabulary JSON text>, "info": {...}}``, the keys
-        napari_odise.io (reader, writer, export) uses too."""
-        self.layer.metadata = {**self.layer.metadata, **layer_metadata(self.vocabulary, self.info)}
+        napari_odise.io (reader, writer, export) uses too, plus ``"model_output"`` (the model's
+        output per plane, the same objects each time: written per model run, not per edit)."""
+        self.layer.metadata = {
+            **self.layer.metadata,
+            **layer_metadata(self.vocabulary, self.info, model_output=self.model_outputs),
+        }
 
     def close(self) -> None:
         """Stop following the layer (it was removed)."""

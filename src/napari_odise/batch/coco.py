@@ -122,7 +122,7 @@ class CocoOutput:
             info = {**result.info, "model": self.model, "source_image": source_id(item)}
             results.append(PanopticResult(result.label_map, result.segments, result.vocabulary, None, result.query_ids, info))
         names = [dataset_name(item.key) for item, _ in chunk]
-        export_results(results, self.root, images, names)
+        export_results(results, self.root, images, names, references=results)  # the labels are the model's output
         for item, _ in chunk:
             self._sources[dataset_name(item.key).lower()] = source_id(item)
 

@@ -23,6 +23,7 @@ SUBCOMMANDS: list[str] = [
     "segment",
     "relabel",
     "merge",
+    "dataset",
     "finetune",
     "vocab",
 ]

@@ -33,11 +33,13 @@ from napari_odise.vocabulary import Vocabulary, VocabularyError
 CHUNK = 64  # images per write when converting a COCO file
 
 
-def _export_chunk(args, results, images=None, names=None) -> int:
+def _export_chunk(args, results, images=None, names=None, references=None) -> int:
     """Export one chunk; returns how many of its images the dataset already held exactly as
-    given (committed by an earlier run of this export that was killed: re-running completes it)."""
+    given (committed by an earlier run of this export that was killed: re-running completes it).
+    ``references``: the model's output per result, for the manifest's quality numbers."""
     records = export_results(results, args.out, images, names, instances=args.instances,
-                             semantic=args.semantic, overwrite=args.overwrite, skip_unchanged=True)
+                             semantic=args.semantic, overwrite=args.overwrite, skip_unchanged=True,
+                             references=references)
     return len(results) - len(records)
 
 
@@ -122,7 +124,8 @@ def _export_batch(args) -> tuple[int, int]:
     def flush():
         if chunk:
             results, images, names = zip(*chunk)
-            unchanged[0] += _export_chunk(args, list(results), list(images), list(names))
+            # a segment output folder holds the model's output: it is its own reference
+            unchanged[0] += _export_chunk(args, list(results), list(images), list(names), list(results))
             chunk.clear()
 
     for name, result, image in read_output_folder(args.batch, vocabulary):

@@ -49,6 +49,7 @@ from napari_odise.io.semantic import (
     widen_semantic_png,
     write_semantic_png,
 )
+from napari_odise.quality import ModelOutput, compare_results
 from napari_odise.result import PanopticResult
 from napari_odise.vocabulary import Vocabulary
 
@@ -82,6 +83,7 @@ class ExportItem:
     semantic: bool
     skipped: tuple[int, ...]
     provenance: dict
+    quality: dict | None = None  # the manifest's quality block (napari_odise.quality), if known
 
 
 @dataclass
@@ -127,17 +129,20 @@ def export_results(
     overwrite: bool = False,
     skip_unassigned: bool = False,
     skip_unchanged: bool = False,
+    references: Sequence[ModelOutput | PanopticResult | None] | None = None,
 ) -> list[ExportRecord]:
     """Like :func:`export_result` for many images in one transaction (the JSON files are
     rewritten once, so prefer this for batches). All or nothing is validated up front.
     ``skip_unchanged``: images already in the dataset exactly as given are left out (no record)
-    rather than refused."""
+    rather than refused. ``references``: per result, the model's own output for that image (or
+    None): the manifest then records how far the result is from it (``quality``)."""
     results = list(results)
     images = _aligned(images, len(results), "images")
     image_names = _aligned(image_names, len(results), "image_names")
+    references = _aligned(references, len(results), "references")
     items = [
-        _make_item(result, image, name, instances, semantic, skip_unassigned)
-        for result, image, name in zip(results, images, image_names)
+        _make_item(result, image, name, instances, semantic, skip_unassigned, reference)
+        for result, image, name, reference in zip(results, images, image_names, references)
     ]
     return write_items(Path(dataset_dir), items, overwrite, skip_unchanged)
 
@@ -152,7 +157,7 @@ def _aligned(values, count: int, what: str) -> list:
     return values
 
 
-def _make_item(result, image, image_name, instances, semantic, skip_unassigned) -> ExportItem:
+def _make_item(result, image, image_name, instances, semantic, skip_unassigned, reference=None) -> ExportItem:
     if not isinstance(result, PanopticResult):
         raise TypeError(f"expected a PanopticResult, got {type(result).__name__}")
     given_path = image is not None and not isinstance(image, np.ndarray)
@@ -161,8 +166,9 @@ def _make_item(result, image, image_name, instances, semantic, skip_unassigned) 
         image = found if found and Path(found).is_file() else None
     name = check_image_name(image_name or _default_name(image, result))
     skipped = tuple(unassigned_ids(result)) if skip_unassigned else ()
+    quality = None if reference is None else compare_results(result, reference).to_json()
     return ExportItem(result, image, name, instances, semantic, skipped,
-                 _provenance(result, image if given_path else None))
+                 _provenance(result, image if given_path else None), quality)
 
 
 def _default_name(image, result: PanopticResult) -> str:
@@ -391,6 +397,7 @@ def _write_one(contents: DatasetContents, plan: _Plan, vocabulary: Vocabulary):
         "source_image": item.provenance["source_image"],
         "model": item.provenance["model"],
         "exported": now(),
+        "quality": item.quality,
     }
     record = ExportRecord(
         name=item.name, image_id=image_id, image=image_path, panoptic_png=panoptic_path,

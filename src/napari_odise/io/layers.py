@@ -33,6 +33,15 @@ Making a layer
     A 2-D result keeps its ids (COCO -> layer -> COCO is lossless). A stack's planes are numbered
     1, 2, ... in plane order, each plane's segments in its id order, so ids are unique in the layer
     as its one features table needs (the Segment widget numbers a new stack the same way).
+
+The model's output
+    ``metadata["odise"]["model_output"] = {plane key: ModelOutput}`` (``()`` for a 2-D layer):
+    what the model gave for each plane when its result was written into the layer (the Segment
+    widget's run; a rerun or vocabulary change replaces it: the new output is the reference), kept
+    to measure how much a person changed (:func:`layer_quality`, :mod:`napari_odise.quality`).
+    One compact read-only copy per plane (a byte per pixel for up to 255 segments), stored once
+    per model run, never per edit. It lives only in memory: files and datasets do not carry it,
+    so layers opened from them have none (the dataset keeps the numbers, per image).
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import pandas as pd
 
 from napari_odise.io.errors import DatasetError
 from napari_odise.io.planes import PlaneKey, all_planes, plane_name
+from napari_odise.quality import ModelOutput, Quality, compare, total
 from napari_odise.result import (
     SOURCES,
     UNASSIGNED,
@@ -60,6 +70,7 @@ from napari_odise.vocabulary import Vocabulary, VocabularyError
 
 METADATA_KEY = "odise"
 NAME_KEY, PATH_KEY, MODEL_KEY = "image_name", "image_path", "model"
+MODEL_OUTPUT_KEY = "model_output"  # the model's own output per plane (see the module notes)
 _LAYER_NAME_KEY = "image"  # the Segment widget's name for the image layer
 
 
@@ -77,14 +88,26 @@ class LayerMetadata:
 
 def layer_metadata(
     vocabulary: Vocabulary, info: Mapping | None = None, *, source: ImageSource = ImageSource(),
-    model: str | None = None,
+    model: str | None = None, model_output: Mapping[PlaneKey, ModelOutput] | None = None,
 ) -> dict:
-    """``{"odise": {...}}`` for a layer's metadata; typed fields given override ``info``'s keys."""
+    """``{"odise": {...}}`` for a layer's metadata; typed fields given override ``info``'s keys;
+    ``model_output``: the model's output per plane (kept as given, not copied)."""
     info = dict(info or {})
     for key, value in ((NAME_KEY, source.name), (PATH_KEY, source.path), (MODEL_KEY, model)):
         if value is not None:
             info[key] = value
-    return {METADATA_KEY: {"vocabulary": vocabulary.to_json(), "info": info}}
+    odise = {"vocabulary": vocabulary.to_json(), "info": info}
+    if model_output:
+        odise[MODEL_OUTPUT_KEY] = dict(model_output)
+    return {METADATA_KEY: odise}
+
+
+def model_outputs(metadata: Mapping | None) -> dict[PlaneKey, ModelOutput]:
+    """The model's output per plane that a layer keeps (empty when it keeps none)."""
+    stored = _odise(metadata).get(MODEL_OUTPUT_KEY)
+    if not isinstance(stored, Mapping):
+        return {}
+    return {key: value for key, value in stored.items() if isinstance(key, tuple) and isinstance(value, ModelOutput)}
 
 
 def split_info(info: Mapping | None) -> tuple[dict, ImageSource, str | None]:
@@ -360,3 +383,35 @@ def _category_id(record: Mapping, vocabulary: Vocabulary) -> int:
 def _missing(value) -> bool:
     """Missing, whichever way pandas spells it (NaN, None, pd.NA)."""
     return value is None or bool(pd.isna(value))
+
+# --- how much a person changed -----------------------------------------------------------------
+def layer_quality(data, features, metadata: Mapping | None) -> Quality | None:
+    """The model's output the layer keeps against the layer now (:mod:`napari_odise.quality`),
+    summed over its planes; None when it keeps none (a layer read from a file, or drawn)."""
+    outputs = model_outputs(metadata)
+    if not outputs:
+        return None
+    vocabulary = vocabulary_from_metadata(metadata)
+    labels = label_array(data)
+    ids, areas, _ = count_ids(labels)
+    rows = layer_rows(features, vocabulary, dict(zip(ids.tolist(), areas.tolist())))
+    known = {c.id: c.isthing for c in vocabulary}
+    categories = {i: row.category_id if row.category_id in known else UNASSIGNED for i, row in rows.items()}
+    planes = [
+        (labels[key] if key else labels, output) for key, output in outputs.items()
+        if len(key) == labels.ndim - 2 and (labels[key] if key else labels).shape == output.shape
+    ]
+    if not planes:
+        return None
+    return total(compare(plane, categories, output, known) for plane, output in planes)
+
+
+def plane_references(
+    results: Mapping[PlaneKey, PanopticResult], metadata: Mapping | None
+) -> dict[PlaneKey, ModelOutput]:
+    """The model's output for each of these results' planes that the layer keeps (for export)."""
+    outputs = model_outputs(metadata)
+    return {
+        key: outputs[key] for key, result in results.items()
+        if key in outputs and outputs[key].shape == result.label_map.shape
+    }

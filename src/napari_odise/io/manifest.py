@@ -5,8 +5,11 @@ place; entries the annotation JSONs hold for images *not* listed here are leftov
 interrupted export, ignored by readers of the dataset and dropped by the next export. Removing
 an image (to replace it) rewrites the manifest first, for the same reason.
 
-Per image it keeps provenance (source image path, model name, export time) and how many segments
-a person edited, so a dataset can report how much of it was corrected by hand.
+Per image it keeps provenance (source image path, model name, export time), how many segments
+a person edited, and, when the model's own output for the image was known at export, how far the
+annotations are from it (``quality``: PQ/SQ/RQ and the counts per category that
+``napari-odise dataset stats`` sums; see :mod:`napari_odise.quality`), so a dataset can report
+how much of it was corrected by hand.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from napari_odise.io.stable_json import read_json
 # Per-image keys, for reference (all written for every image):
 #   name, image_id, file_name (COCO, relative to images/), image (dataset-relative path or None
 #   when no image file was given), panoptic, semantic (path or None), instances (bool),
-#   height, width, segments, edited, skipped_unassigned, source_image, model, exported
+#   height, width, segments, edited, skipped_unassigned, source_image, model, exported,
+#   quality (Quality.to_json(), or None when the model's output was not known; datasets written
+#   before it have no such key: read it with .get)
 RECORD_KEYS = (
     "name", "image_id", "file_name", "image", "panoptic", "semantic", "instances", "height",
     "width", "segments", "edited", "skipped_unassigned", "source_image", "model", "exported",
+    "quality",
 )
 
 

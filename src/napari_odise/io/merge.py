@@ -54,6 +54,9 @@ def merge_datasets(
         clashes = sorted(set(existing.records) & {name for _, name in chosen})
         if clashes:
             raise DatasetError(already_there(clashes, out))
+    qualities = {  # each image's quality block goes with it
+        id(dataset): {r["name"]: r.get("quality") for r in dataset.manifest["images"]} for dataset in datasets
+    }
     records: list[ExportRecord] = []
     for start in range(0, len(chosen), MERGE_CHUNK):
         items = []
@@ -64,6 +67,7 @@ def merge_datasets(
                     result=dataset.read(name), image=entry.image, name=name,
                     instances=entry.instances, semantic=entry.semantic is not None, skipped=(),
                     provenance={"source_image": entry.source_image, "model": entry.model},
+                    quality=qualities[id(dataset)].get(name),
                 )
             )
         records.extend(write_items(out, items, overwrite))
