@@ -176,7 +176,7 @@ class Predictor:
         try:
             with self._lock:
                 embedding = self.embed(vocabulary)
-                logprobs = self.model.classify(encoded, embedding, settings)
+                logprobs = self.class_logprobs(encoded, vocabulary, settings)
                 label_map, segments = self.model.panoptic(encoded, logprobs, embedding.isthing, settings)
         except torch.cuda.OutOfMemoryError as error:
             torch.cuda.empty_cache()
@@ -208,6 +208,16 @@ class Predictor:
         if progress is not None:
             progress("classify", 1, 1)
         return result
+
+    def class_logprobs(
+        self, encoded: EncodedImage, vocabulary: Vocabulary, settings: InferenceSettings | None = None
+    ) -> torch.Tensor:
+        """(Q, K + 1) class log-probabilities of every query under ``vocabulary`` (last column:
+        "no object"): what :meth:`classify` merges, for callers that rank the queries themselves
+        (proposals at a click)."""
+        settings = (settings or self.settings).replace(**encoded.settings.encode_part())
+        with self._lock:
+            return self.model.classify(encoded, self.embed(vocabulary), settings)
 
     def reclassify(self, result: PanopticResult, vocabulary: Vocabulary) -> PanopticResult:
         """The same image with another vocabulary, from the cached per-query tensors (no backbone).

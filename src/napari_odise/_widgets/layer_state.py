@@ -332,6 +332,7 @@ class SegmentationLayer:
         if info:
             self.info.update(info)
         changes = []
+        reused = set()
         for key, result in results.items():
             old = np.array(self.plane(key))
             plane = self.plane_table(key)
@@ -356,11 +357,19 @@ class SegmentationLayer:
                 else:
                     self.rows[layer_id] = row
             self.claimed[key] = placement.claimed
+            reused.update(i for i, same in placement.ids.values() if same)
             self.model_outputs[key] = ModelOutput.of(result)  # the new output is the reference
             if result.encoded is not None:
                 self.model_results[key] = result
             changes.append((key, old, placement.label_map))
         self.write(changes)
+        # an id linked through a stack may keep its pixels in some planes and lose them in
+        # others: what is left is still the model's untouched output, at its new area
+        shrunk = [i for i in reused if self.rows[i].source == "model" and self.rows[i].area != self._areas.get(i, 0)]
+        for segment_id in shrunk:
+            self.rows[segment_id].area = self._areas.get(segment_id, 0)
+        if shrunk:
+            self.sync()
         self.write_metadata()
 
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:

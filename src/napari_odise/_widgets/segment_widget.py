@@ -18,6 +18,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -27,6 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_odise.stack_linking import DEFAULT_THRESHOLD
 from napari_odise.vocabulary import VocabularyError
 
 from .failures import report
@@ -34,6 +36,7 @@ from .gl_compat import guard_triton
 from .job import Job, Progress
 from .overlays import NamesOverlay, SemanticOverlay
 from .planes import all_planes, current_plane, labels_shape
+from .linked_planes import recorded_rule, spanning_ids
 from .model_fields import ModelFields
 from .proxies import unwrap
 from .scrolling import scrolling_layout
@@ -70,6 +73,23 @@ class SegmentWidget(QWidget):
         self.planes_combo.addItems([CURRENT_PLANE, ALL_PLANES])
         self.planes_combo.setToolTip("For stacks: segment the plane on screen, or every plane in turn")
         form.addRow("Planes", self.planes_combo)
+        self.link_box = QCheckBox("Link objects across planes")
+        self.link_box.setChecked(True)
+        self.link_box.setToolTip(
+            "For stacks: after all planes are segmented, an object keeps one id (and colour) through "
+            "the stack where its masks in neighbouring planes overlap enough (same category)"
+        )
+        self.link_threshold = QDoubleSpinBox()
+        self.link_threshold.setRange(0.0, 1.0)
+        self.link_threshold.setSingleStep(0.05)
+        self.link_threshold.setValue(DEFAULT_THRESHOLD)
+        self.link_threshold.setPrefix("min IoU ")
+        self.link_threshold.setToolTip("How much two planes' masks must overlap (intersection over union) to link")
+        self.link_box.toggled.connect(self.link_threshold.setEnabled)
+        linking = QHBoxLayout()
+        linking.addWidget(self.link_box)
+        linking.addWidget(self.link_threshold)
+        form.addRow("", linking)
         self.model_fields = ModelFields(form, [*MODELS, *self.session.checkpoints, CHECKPOINT_ITEM])
         self.model_combo, self.device_combo, self.precision_combo, self.settings_combo = self.model_fields.combos
         self.model_combo.activated.connect(self._maybe_pick_checkpoint)
@@ -153,7 +173,10 @@ class SegmentWidget(QWidget):
 
     def _update_planes(self, *args) -> None:
         image = self.selected_image()
-        self.planes_combo.setEnabled(image is not None and len(labels_shape(image)) > 2)
+        stack = image is not None and len(labels_shape(image)) > 2
+        self.planes_combo.setEnabled(stack)
+        self.link_box.setEnabled(stack)
+        self.link_threshold.setEnabled(stack and self.link_box.isChecked())
 
     def _check_weights(self, *args) -> str | None:
         """Show what the chosen model lacks (all its files, the command that gets them)."""
@@ -217,7 +240,8 @@ class SegmentWidget(QWidget):
         work = self.session.segment_work(image, planes, vocabulary, choice)
         worker = create_worker(self._job.run, work, _start_thread=False, _connect={"errored": self._on_error})
         worker.yielded.connect(self._on_progress)
-        worker.returned.connect(partial(self._on_segmented, image, vocabulary, choice))
+        link = self.link_threshold.value() if len(shape) > 2 and self.link_box.isChecked() else None
+        worker.returned.connect(partial(self._on_segmented, image, vocabulary, choice, link))
         worker.finished.connect(self._on_finished)
         self._worker = worker
         self._succeeded, self._stage = False, ""
@@ -244,14 +268,15 @@ class SegmentWidget(QWidget):
             self.progress_bar.setValue(round(progress.fraction * 1000))
         self.status.setText(progress.text())
 
-    def _on_segmented(self, image, vocabulary, choice, results) -> None:
+    def _on_segmented(self, image, vocabulary, choice, link, results) -> None:
         if results is None or image not in self.viewer.layers:
             return
         self._succeeded = True
-        layer = self.session.apply_segmentation(image, results, vocabulary, choice)
+        layer = self.session.apply_segmentation(image, results, vocabulary, choice, link=link)
         state = self.session.state(layer)
         self._add_overlays(state)
-        show_info(f"'{layer.name}': {len(state.table)} segments")
+        through = f", {spanning_ids(state)} of them through several planes" if recorded_rule(state) else ""
+        show_info(f"'{layer.name}': {len(state.table)} segments{through}")
         self._relabel_pending = self._vocabulary_differs()  # edited while the model ran
 
     def _on_error(self, error: Exception) -> None:

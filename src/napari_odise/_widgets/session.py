@@ -25,6 +25,7 @@ from napari_odise.vocabulary import Vocabulary
 from .checkpoints import Checkpoints
 from .job import Progress
 from .layer_state import SegmentationLayer, initial_labels
+from .linked_planes import link_layer_planes, recorded_rule, unlink_record
 from .planes import PlaneKey, image_plane, labels_shape
 from .proxies import unwrap
 from .vocabulary_model import VocabularyModel
@@ -157,9 +158,11 @@ class Session:
         results: dict[PlaneKey, PanopticResult],
         vocabulary: Vocabulary,
         choice: ModelChoice,
+        link: float | None = None,
     ):
         """Put a run's results into the image's Labels layer (made on the first run, named
-        "<image> panoptic"); on later runs edits are kept by :mod:`.relabel`'s rule."""
+        "<image> panoptic"); on later runs edits are kept by :mod:`.relabel`'s rule. ``link``:
+        the IoU threshold to link a stack's planes at (see :meth:`link_stack`), None not to."""
         from napari.layers import Labels
 
         image_layer = unwrap(image_layer)
@@ -169,7 +172,9 @@ class Session:
             info["inference"] = first.settings.to_dict()
         existing = self.result_layer(image_layer)
         if existing is not None:
-            self.state(existing).apply_results(results, vocabulary, info)
+            state = self.state(existing)
+            state.apply_results(results, vocabulary, info)
+            self.link_stack(state, link, several=len(results) > 1)
             return existing
         data, rows, claimed = initial_labels(labels_shape(image_layer), results)
         layer = Labels(
@@ -190,7 +195,19 @@ class Session:
             claimed=claimed,
         )
         self.register(state)
+        self.link_stack(state, link, several=len(results) > 1)
         return self.viewer.add_layer(layer)
+
+    def link_stack(self, state: SegmentationLayer, threshold: float | None, several: bool = True) -> int:
+        """After a run on a stack: link its planes (:mod:`.linked_planes`) when the run segmented
+        ``several`` planes or the layer was linked before; ``threshold`` None: do not, and
+        forget the layer's record. Returns how many objects span several planes."""
+        if threshold is None:
+            unlink_record(state)
+            return 0
+        if several or recorded_rule(state) is not None:
+            return link_layer_planes(state, threshold)
+        return 0
 
     # --- vocabulary changes --------------------------------------------------------------------
     def relabel_work(
@@ -214,6 +231,9 @@ class Session:
             state.set_vocabulary(vocabulary)
         else:
             state.apply_results(results, vocabulary)
+            rule = recorded_rule(state)
+            if rule is not None:  # a linked stack stays linked under the new categories
+                link_layer_planes(state, *rule)
 
     # --- re-scoring an edited segment ----------------------------------------------------------
     def rescore_work(
