@@ -184,3 +184,159 @@ def test_bad_arguments_are_refused():
     small = PanopticResult(small.label_map[:50], small.segments.assign(area=int((small.label_map[:50] == 1).sum())), VOCABULARY)
     with pytest.raises(InvalidInputError, match="one shape"):
         link_stack({(0,): stack[(0,)], (1,): small})
+
+
+# --- in a Labels layer, in export, and in the Segment widget -------------------------------------
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two label arrays differ only by a one-to-one renaming of ids (0 kept)."""
+    if not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def labels_state(stack):
+    """A Labels layer holding a stack of results as the Segment widget makes it (unlinked)."""
+    from napari.layers import Labels
+
+    from napari_odise._widgets.layer_state import SegmentationLayer, initial_labels
+
+    shape = (len(stack), SIZE, SIZE)
+    data, rows, claimed = initial_labels(shape, stack)
+    return SegmentationLayer(Labels(data), VOCABULARY, rows, claimed=claimed, model_results=stack)
+
+
+def test_linking_a_layer_gives_each_track_one_fresh_id_and_undo_restores_the_planes():
+    from napari_odise._widgets.linked_planes import link_layer_planes, spanning_ids
+
+    stack = moving_discs(5)
+    state = labels_state(stack)
+    layer = state.layer
+    before, table_before = np.array(layer.data), state.table.copy()
+    assert spanning_ids(state) == 0
+    assert link_layer_planes(state) == 4 and spanning_ids(state) == 4
+    linked = link_stack(stack)
+    expected = np.stack([linked.results[(k,)].label_map for k in range(5)])
+    assert same_partition(np.asarray(layer.data), expected)
+    table = state.table.set_index("id")
+    assert len(table) == 4 and int(before.max()) < min(table.index)  # fresh ids, never used before
+    for track_id, row in table.iterrows():
+        mask = np.asarray(layer.data) == track_id
+        assert row.area == mask.sum() and row.source == "model" and mask.any(axis=(1, 2)).all()
+        core = int(expected[mask][0])  # the core's track at the same pixels
+        tables = [linked.results[(k,)].segments.set_index("id") for k in range(5)]
+        assert row.category == tables[0].loc[core, "category"]
+        assert row.score == pytest.approx(np.mean([t.loc[core, "score"] for t in tables]))
+    assert layer.metadata["odise"]["info"]["stack_links"] == {"threshold": DEFAULT_THRESHOLD, "axis": 0}
+    colours = layer.colormap.color_dict
+    assert all(track in colours for track in table.index)  # one colour per track, all planes
+    layer.undo()  # linking is one undo step: the planes' own ids and rows come back
+    state.sync()
+    np.testing.assert_array_equal(layer.data, before)
+    assert state.table.equals(table_before)
+    # linking again after linking changes nothing (already one id per track)
+    link_layer_planes(state)
+    relinked = np.array(layer.data)
+    assert link_layer_planes(state) == 4
+    np.testing.assert_array_equal(layer.data, relinked)
+
+
+def test_a_linked_stack_exports_per_plane_with_track_ids_and_reads_them_back(tmp_path):
+    from napari_odise._widgets.linked_planes import link_layer_planes
+    from napari_odise.io.coco_panoptic import read_panoptic
+    from napari_odise.io.export import export_results
+    from napari_odise.io.layers import results_from_labels
+    from napari_odise.io.layout import DatasetLayout
+
+    state = labels_state(moving_discs(3))
+    link_layer_planes(state)
+    state.sync()
+    results = results_from_labels(state.layer.data, state.layer.features, state.layer.metadata)
+    assert sorted(results) == [(0,), (1,), (2,)]
+    export_results(list(results.values()), tmp_path, image_names=[f"discs-{k}" for k in range(3)])
+    read = {r.source.name: r for r in read_panoptic(DatasetLayout(tmp_path).panoptic_json)}
+    assert sorted(read) == ["discs-0", "discs-1", "discs-2"]
+    tracks = [read[f"discs-{k}"].info["track_ids"] for k in range(3)]
+    assert tracks[0] == tracks[1] == tracks[2] and len(tracks[0]) == 4
+    for k in range(3):  # the track id marks the same object in every plane
+        plane = read[f"discs-{k}"].label_map
+        assert tracks[k][int(plane[20 + 3 * k, 15 + 3 * k])] == tracks[0][int(read["discs-0"].label_map[20, 15])]
+    # an unlinked stack records no tracks
+    unlinked = labels_state(moving_discs(2))
+    unlinked.sync()
+    plain = results_from_labels(unlinked.layer.data, unlinked.layer.features, unlinked.layer.metadata)
+    assert all("track_ids" not in r.info for r in plain.values())
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor():
+    from conftest import fast_tiny
+
+    from napari_odise import Predictor
+    from napari_odise._widgets.gl_compat import guard_triton
+
+    guard_triton()
+    return Predictor(fast_tiny(), device="cpu")
+
+
+def test_segment_widget_links_a_stack_opened_from_the_plugins_menu(make_napari_viewer, tiny_predictor, qtbot):
+    import skimage.data
+
+    from napari_odise._widgets.linked_planes import spanning_ids
+    from napari_odise._widgets.segment_widget import ALL_PLANES
+    from napari_odise._widgets.session import Session
+    from napari_odise.models import ModelSpec
+
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
+    Session.of(viewer).pool.put(ModelSpec("tiny", "cpu"), tiny_predictor)
+    widget.model_combo.setCurrentText("tiny")
+    widget.device_combo.setCurrentText("cpu")
+    widget.settings_combo.setCurrentText("demo")
+    camera, moon = skimage.data.camera()[::4, ::4], skimage.data.moon()[::4, ::4]
+    stack = np.stack([camera, camera, moon])  # two planes alike, then another scene
+    viewer.add_image(stack, name="planes")
+    widget.planes_combo.setCurrentText(ALL_PLANES)
+    assert widget.link_box.isEnabled() and widget.link_box.isChecked()  # on by default for stacks
+    assert widget.link_threshold.value() == DEFAULT_THRESHOLD
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+
+    layer = viewer.layers["planes panoptic"]
+    data = np.asarray(layer.data)
+    # the model's own per-plane results (kept with the layer), linked by the core, name the
+    # same objects as the layer does
+    state = Session.of(viewer).state(layer)
+    results = dict(state.model_results)
+    assert sorted(results) == [(0,), (1,), (2,)]
+    linked = link_stack(results)
+    assert same_partition(data, np.stack([linked.results[(k,)].label_map for k in range(3)]))
+    # alike planes: every object keeps its id (and so its colour) through planes 0-1
+    assert np.unique(data[0]).size > 2
+    np.testing.assert_array_equal(data[0], data[1])
+    assert spanning_ids(state) == linked.linked() >= np.unique(data[0]).size - 1
+    colours = layer.colormap.color_dict
+    assert all(int(i) in colours for i in np.unique(data[0]) if i)
+    table = state.table.set_index("id")
+    assert (table["source"] == "model").all()
+    assert layer.metadata["odise"]["info"]["stack_links"]["threshold"] == DEFAULT_THRESHOLD
+
+    # a vocabulary change re-labels the stack and links it again
+    widget.vocabulary_widget.preset_boxes["ade20k"].setChecked(True)
+    vocabulary = Session.of(viewer).vocabulary.vocabulary
+    qtbot.waitUntil(lambda: not widget.busy and state.vocabulary == vocabulary, timeout=60_000)
+    relabelled = link_stack({k: tiny_predictor.reclassify(r, vocabulary) for k, r in results.items()})
+    data = np.asarray(layer.data)
+    assert same_partition(data, np.stack([relabelled.results[(k,)].label_map for k in range(3)]))
+    np.testing.assert_array_equal(data[0], data[1])
+    assert (state.table["source"] == "model").all()
+
+    # with the option off a new run leaves the planes' ids apart
+    widget.link_box.setChecked(False)
+    assert not widget.link_threshold.isEnabled()
+    viewer.layers.remove(layer)
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.busy and "planes panoptic" in viewer.layers, timeout=120_000)
+    data = np.asarray(viewer.layers["planes panoptic"].data)
+    assert not set(np.unique(data[0]).tolist()) - {0} & set(np.unique(data[1]).tolist())
+    assert "stack_links" not in viewer.layers["planes panoptic"].metadata["odise"]["info"]

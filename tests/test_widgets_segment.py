@@ -204,6 +204,7 @@ def test_all_planes_of_a_stack_get_unique_ids_and_errors_become_notifications(se
     stack = np.stack([skimage.data.camera()[::4, ::4], skimage.data.moon()[::4, ::4]])
     viewer.add_image(stack, name="planes")
     widget.planes_combo.setCurrentText(ALL_PLANES)
+    widget.link_box.setChecked(False)  # each plane's own ids (linking: tests/test_stack_linking.py)
     run_and_wait(widget, qtbot)
     layer = viewer.layers["planes panoptic"]
     assert layer.data.shape == stack.shape

@@ -5,7 +5,9 @@ One annotation per image: ``{"image_id", "file_name" (the PNG), "segments_info"}
 two extra keys that COCO readers ignore and our reader restores:
 
 * ``"source"``: ``"model"`` or ``"edited"`` (a person changed the segment);
-* ``"score"``: the model's confidence, left out when the segment has none (NaN).
+* ``"score"``: the model's confidence, left out when the segment has none (NaN);
+* ``"track_id"``: in a plane of a linked stack, the object's id through the stack (the same in
+  every plane it is in), from ``info["track_ids"]``; read back into ``info["track_ids"]``.
 
 ``iscrowd`` is 0 unless the result came from a file that marked the segment a crowd region
 (``info["iscrowd"]``, a list of segment ids). Unassigned segments (category -1) have no COCO
@@ -60,6 +62,7 @@ def segments_info(result: PanopticResult, skipped: Collection[int] = ()) -> list
     """COCO ``segments_info`` of a result, in id order (``skipped`` ids left out)."""
     segments = result.segments[~result.segments["id"].isin(list(skipped))]
     crowd = {int(i) for i in result.info.get("iscrowd", ())}
+    tracks = result.info.get("track_ids") or {}
     boxes = bounding_boxes(result.label_map, segments["id"])
     entries = []
     for row in segments.itertuples(index=False):
@@ -73,6 +76,8 @@ def segments_info(result: PanopticResult, skipped: Collection[int] = ()) -> list
         }
         if not math.isnan(row.score):
             entry["score"] = float(row.score)
+        if int(row.id) in tracks:
+            entry["track_id"] = int(tracks[int(row.id)])
         entries.append(entry)
     return entries
 
@@ -102,8 +107,8 @@ def read_panoptic(
     is the image: its name (file stem) and file (``path`` None when the image is not found);
     ``result.model`` the model a napari-odise dataset records. ``info`` holds what the file
     brings besides: ``image_id``, ``file_name``, ``panoptic_png``, ``annotations``,
-    ``supercategories``; ``iscrowd`` when the file marks crowd segments; ``provenance`` when it
-    lies in a napari-odise dataset.
+    ``supercategories``; ``iscrowd`` when the file marks crowd segments; ``track_ids`` when it
+    records a linked stack's tracks; ``provenance`` when it lies in a napari-odise dataset.
 
     PNGs are looked up in ``png_dir``, else ``../panoptic/`` (our layout), ``<json stem>/`` beside
     the JSON (COCO's layout), or the JSON's folder; images in ``image_dir``, else ``../images/``,
@@ -271,6 +276,7 @@ def result_from_segments_info(
     rows = []
     empty = []
     crowd = []
+    tracks = {}
     for entry, (segment_id, category_id) in zip(entries, checked):
         if segment_id not in present:
             empty.append(segment_id)
@@ -298,9 +304,16 @@ def result_from_segments_info(
         )
         if entry.get("iscrowd", 0):
             crowd.append(segment_id)
+        track = entry.get("track_id")
+        if track is not None:
+            if isinstance(track, bool) or not isinstance(track, int) or track < 1:
+                raise DatasetError(f"{where}: segment {segment_id} has track_id {track!r}, not an id >= 1")
+            tracks[segment_id] = track
     info = dict(info)
     if crowd:
         info["iscrowd"] = sorted(crowd)
+    if tracks:
+        info["track_ids"] = tracks
     if empty:
         info["empty_segments"] = sorted(empty)
     table = segments_table(*zip(*rows)) if rows else segments_table()

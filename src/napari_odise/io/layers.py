@@ -28,6 +28,9 @@ Reading a layer
     - A 2-D layer is one result; a stack is one result per plane that has segments (an empty
       plane is no annotation of "nothing here"), keyed by plane, named ``<name>-<plane>`` by
       :func:`~.planes.plane_name`. A plane has no image file of its own: its ``source.path`` is None.
+    - A stack whose ``info`` has ``stack_links`` (linked: :mod:`napari_odise.stack_linking`) gives
+      each plane ``info["track_ids"]`` ({id: track id}; a layer id is one object through the
+      stack), which export writes as each segment's ``track_id``.
 
 Making a layer
     A 2-D result keeps its ids (COCO -> layer -> COCO is lossless). A stack's planes are numbered
@@ -282,13 +285,17 @@ def results_from_labels(
     rows = layer_rows(features, vocabulary, dict(zip(ids.tolist(), areas.tolist())))
     table = layer_table(ids, areas, rows, vocabulary)
     keys = [()] if labels.ndim == 2 else [k for k in all_planes(labels.shape) if labels[k].any()]
-    return {
+    results = {
         key: plane_result(
             labels, key, table, vocabulary, info=described.info, source=described.source,
             model=described.model,
         )
         for key in keys
     }
+    if labels.ndim > 2 and isinstance(described.info.get("stack_links"), Mapping):
+        for result in results.values():  # a linked stack: an id is one object through the stack
+            result.info["track_ids"] = {i: i for i in result.segments["id"].tolist()}
+    return results
 
 
 def result_from_labels(data, features, metadata: Mapping | None) -> PanopticResult:
