@@ -73,10 +73,10 @@ def test_export_killed_in_its_second_chunk_completes_when_run_again(tmp_path, mo
     monkeypatch.setattr(export_command, "CHUNK", 2)  # chunks {a, b} and {c}
     write_manifest = DatasetContents.write_manifest
 
-    def killed_at_the_second_commit(contents):
+    def killed_at_the_second_commit(contents, *place):
         if len(contents.records) > 2:
             raise _Killed
-        write_manifest(contents)
+        write_manifest(contents, *place)
 
     monkeypatch.setattr(DatasetContents, "write_manifest", killed_at_the_second_commit)
     with pytest.raises(_Killed):

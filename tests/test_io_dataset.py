@@ -95,27 +95,6 @@ def test_crash_between_pngs_and_json_leaves_the_previous_dataset(tmp_path, monke
     _every_reference_exists(root)
 
 
-@pytest.mark.parametrize("commit", [1, 2], ids=["while-removing", "while-adding"])
-def test_crash_while_replacing_an_image_never_mixes_old_and_new(tmp_path, monkeypatch, commit):
-    """Replacing is two commits: the image out (manifest first), then the new one in."""
-    root = tmp_path / "ds"
-    second = random_result(seed=4)
-    export_results([literal_result(), second], root, image_names=["a", "b"],
-                   images=[random_image(LITERAL_MAP.shape), random_image(second.label_map.shape)])
-    changed = make_result(LITERAL_MAP, {1: (3, 0.1, "edited"), 2: (1, 0.5, "model"),
-                                        4: (3, 0.5, "model"), 7: (149, 0.5, "model")},
-                          small_vocabulary())
-    _crash_when_writing(monkeypatch, "instances.json", nth=commit)
-    with pytest.raises(KeyboardInterrupt):
-        export_result(changed, root, image_name="a", overwrite=True)
-    monkeypatch.undo()
-    dataset = open_dataset(root)
-    assert dataset.names == ["b"]  # "a" was taken out first: no JSON describes the new PNG
-    _every_reference_exists(root)
-    export_result(changed, root, image_name="a")
-    assert open_dataset(root).read("a").segments["category_id"].tolist() == [3, 1, 3, 149]
-
-
 def test_a_second_writer_is_refused_while_one_holds_the_dataset(tmp_path):
     root = tmp_path / "ds"
     with dataset_lock(DatasetLayout(root).lock):

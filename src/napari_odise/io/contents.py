@@ -7,7 +7,8 @@ uninterrupted run would have (the leftover entries holding them are dropped in t
 
 Write order, which keeps every JSON pointing only at files that exist: the vocabulary (it only
 grows) and data files first, then ``instances.json``, the semantic legend, ``panoptic.json`` and
-the manifest last. Removing images goes the other way round: manifest first.
+the manifest last. An export that replaces images writes the same files under staged names and
+commits them all at once (see :mod:`~napari_odise.io.journal`).
 """
 
 from __future__ import annotations
@@ -149,45 +150,29 @@ class DatasetContents:
         self.max_annotation_id += 1
         return self.max_annotation_id
 
-    def forget(self, name: str) -> dict:
-        """Drop an image from the in-memory contents; returns its manifest record."""
-        record = self.records.pop(name)
-        image_id = int(record["image_id"])
-        self.panoptic_images.pop(image_id, None)
-        self.panoptic_annotations.pop(image_id, None)
-        self.instance_images.pop(image_id, None)
-        self.instance_annotations.pop(image_id, None)
-        return record
-
     # --- writing ---------------------------------------------------------------------------
     def write_vocabulary(self) -> None:
         atomic_write_text(self.layout.vocabulary, self.vocabulary.to_json())
 
-    def write_annotations(self) -> None:
-        """instances.json, legend, panoptic.json, manifest.json: in that order."""
+    def write_annotations(self, place=lambda path: path) -> None:
+        """instances.json, legend, panoptic.json, manifest.json: in that order, each written at
+        ``place(its path)`` (a staged name when the export commits through a journal)."""
         if self.instance_images or self.layout.instances_json.is_file():
-            write_json(self.layout.instances_json, self._instances_document())
+            write_json(place(self.layout.instances_json), self._instances_document())
         semantic = any(r["semantic"] for r in self.records.values())
         if semantic or self.layout.semantic_legend.is_file():
-            write_json(self.layout.semantic_legend, legend(self.vocabulary), indent=1)
+            write_json(place(self.layout.semantic_legend), legend(self.vocabulary), indent=1)
             self.semantic_dtype = semantic_dtype(self.vocabulary)
-        write_json(self.layout.panoptic_json, self._panoptic_document())
-        self.write_manifest()
+        write_json(place(self.layout.panoptic_json), self._panoptic_document())
+        self.write_manifest(place)
 
-    def write_removal(self) -> None:
-        """After :meth:`forget`: the manifest first, then the annotation files."""
-        self.write_manifest()
-        write_json(self.layout.panoptic_json, self._panoptic_document())
-        if self.layout.instances_json.is_file():
-            write_json(self.layout.instances_json, self._instances_document())
-
-    def write_manifest(self) -> None:
+    def write_manifest(self, place=lambda path: path) -> None:
         instances = sum(len(a) for a in self.instance_annotations.values())
         manifest = build_manifest(
             list(self.records.values()), self.created, len(self.vocabulary or ()), instances
         )
         self.created = manifest["created"]
-        write_json(self.layout.manifest, manifest, indent=1)
+        write_json(place(self.layout.manifest), manifest, indent=1)
 
     def _header(self) -> dict:
         return {

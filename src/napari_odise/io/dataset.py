@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from napari_odise.atomic import TEMP_SUFFIX
+from napari_odise.io import journal
 from napari_odise.io.coco_panoptic import PanopticReader
 from napari_odise.io.errors import DatasetError, damaged
 from napari_odise.io.layout import DatasetLayout
+from napari_odise.io.lock import DatasetBusyError, dataset_lock
 from napari_odise.io.manifest import check_record_paths, read_manifest, record_path
 from napari_odise.io.stable_json import read_json
 from napari_odise.result import PanopticResult
@@ -172,6 +174,8 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
             hint = (" For a plain COCO panoptic file use read_panoptic, or convert it with "
                     "`napari-odise export --panoptic-json FILE --out DATASET`.")
         raise DatasetError(f"{root} is not a napari-odise dataset (no manifest.json).{hint}")
+    if journal.pending(root):
+        _finish_replacement(layout)
     manifest = read_manifest(layout.manifest)
     try:
         vocabulary = Vocabulary.load(layout.vocabulary)
@@ -185,3 +189,21 @@ def open_dataset(path: str | os.PathLike) -> Dataset:
         if isinstance(error, DatasetError):
             raise
         raise damaged(root, error) from None
+
+
+def _finish_replacement(layout: DatasetLayout) -> None:
+    """A replacement was committed but not carried out (a killed export): finish it before
+    reading, so the reader sees the new images whole, never a mix."""
+    try:
+        with dataset_lock(layout.lock):
+            journal.roll_forward(layout.root)
+    except DatasetBusyError:
+        raise DatasetError(
+            f"an export is replacing images in {layout.root} right now: open it again when it "
+            f"has finished"
+        ) from None
+    except OSError as error:
+        raise DatasetError(
+            f"{layout.root}: an export that replaced images was interrupted, and finishing it "
+            f"failed ({error.strerror or error}); open the dataset once where it is writable"
+        ) from None

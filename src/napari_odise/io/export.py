@@ -38,6 +38,7 @@ from napari_odise.io.coco_panoptic import (
 )
 from napari_odise.io.contents import DatasetContents
 from napari_odise.io.errors import DatasetError
+from napari_odise.io.journal import Staging, roll_forward
 from napari_odise.io.images import check_png_array, image_shape, write_png
 from napari_odise.io.layout import PNG, DatasetLayout, check_image_name
 from napari_odise.io.lock import dataset_lock
@@ -207,6 +208,7 @@ def write_items(
     root = Path(root).absolute()
     layout = DatasetLayout(root)
     with dataset_lock(layout.lock):
+        roll_forward(root)  # a replacement committed before a kill
         for folder in (root, *layout.data_dirs):
             remove_stale_temporaries(folder)
         contents = DatasetContents.load(root)
@@ -215,12 +217,10 @@ def write_items(
             if not items:
                 return []
         plans, vocabulary = _plan(contents, items, overwrite)
-        replaced = [plan for plan in plans if plan.old is not None]
-        if replaced:  # first commit: the dataset without the images being replaced
-            for plan in replaced:
-                contents.forget(plan.item.name)
-            contents.write_removal()
-        return _write(contents, plans, vocabulary)
+        # Appends commit by writing the manifest last; replacements overwrite files the old
+        # manifest names, so they are staged and committed by one journal write (io/journal.py).
+        staging = Staging(root) if any(plan.old is not None for plan in plans) else None
+        return _write(contents, plans, vocabulary, staging)
 
 
 def _plan(contents: DatasetContents, items: list[ExportItem], overwrite: bool):
@@ -329,8 +329,10 @@ def _unchanged(contents: DatasetContents, item: ExportItem) -> bool:
     return np.array_equal(read_panoptic_png(png), label_map)
 
 
-def _write(contents: DatasetContents, plans: list[_Plan], vocabulary: Vocabulary):
+def _write(contents: DatasetContents, plans: list[_Plan], vocabulary: Vocabulary,
+           staging: Staging | None):
     layout = contents.layout
+    place = staging.place if staging is not None else _in_place
     earlier = [r for r in contents.records.values() if r["semantic"]]
     widen = contents.semantic_dtype == "uint8" and semantic_dtype(vocabulary) == "uint16"
     if vocabulary != contents.vocabulary or not layout.vocabulary.is_file():
@@ -341,32 +343,42 @@ def _write(contents: DatasetContents, plans: list[_Plan], vocabulary: Vocabulary
             contents.supercategories.setdefault(int(key), str(value))
     exported, stale = [], []
     for plan in plans:
-        record, paths = _write_one(contents, plan, vocabulary)
+        record, paths = _write_one(contents, plan, vocabulary, place)
         exported.append(record)
         stale.extend(_stale_files(layout, plan.old, paths))
     if widen:  # before the legend says uint16
         for record in earlier:
             widen_semantic_png(record_path(layout.root, record, "semantic"))
-    contents.write_annotations()
-    for path in stale:  # no longer referenced by the committed manifest
-        path.unlink(missing_ok=True)
+    contents.write_annotations(place)
+    for path in stale:  # no longer referenced once the manifest is committed
+        if staging is not None:
+            staging.remove_after_commit(path)
+        else:
+            path.unlink(missing_ok=True)
+    if staging is not None:
+        staging.commit()
     return exported
 
 
-def _write_one(contents: DatasetContents, plan: _Plan, vocabulary: Vocabulary):
+def _in_place(path: Path) -> Path:
+    return path
+
+
+def _write_one(contents: DatasetContents, plan: _Plan, vocabulary: Vocabulary, place):
+    """Write one image's files (each at ``place(final path)``) and its entries in ``contents``."""
     layout, item = contents.layout, plan.item
     result = item.result
     image_id = int(plan.old["image_id"]) if plan.old else contents.next_image_id()
-    file_name, image_path = _write_image(layout, item, plan.old)
+    contents.instance_images.pop(image_id, None)  # a replacement may come without instances
+    contents.instance_annotations.pop(image_id, None)
+    file_name, image_path = _write_image(layout, item, plan.old, place)
     png_name = layout.png_name(item.name)
-    panoptic_path = write_panoptic_png(
-        layout.panoptic_dir / png_name, exported_label_map(result, item.skipped)
-    )
+    panoptic_path = layout.panoptic_dir / png_name
+    write_panoptic_png(place(panoptic_path), exported_label_map(result, item.skipped))
     semantic_path = None
     if item.semantic:
-        semantic_path = write_semantic_png(
-            layout.semantic_dir / png_name, semantic_indices(result, vocabulary, item.skipped)
-        )
+        semantic_path = layout.semantic_dir / png_name
+        write_semantic_png(place(semantic_path), semantic_indices(result, vocabulary, item.skipped))
     height, width = result.label_map.shape
     image_entry = {"id": image_id, "file_name": file_name, "height": height, "width": width}
     annotation = panoptic_annotation(result, image_id, png_name, item.skipped)
@@ -412,18 +424,20 @@ def _fresh_ids(contents: DatasetContents) -> Iterator[int]:
         yield contents.next_annotation_id()
 
 
-def _write_image(layout: DatasetLayout, item: ExportItem, old: dict | None):
-    """(COCO file_name, written image path or None)."""
+def _write_image(layout: DatasetLayout, item: ExportItem, old: dict | None, place):
+    """(COCO file_name, final image path or None)."""
     image = item.image
     if isinstance(image, np.ndarray):
         file_name = item.name + PNG
-        return file_name, write_png(layout.images_dir / file_name, image)
+        target = layout.images_dir / file_name
+        write_png(place(target), image)
+        return file_name, target
     if image is not None:
         source = Path(image)
         file_name = item.name + source.suffix.lower()
         target = layout.images_dir / file_name
         if not (target.exists() and os.path.samefile(source, target)):
-            atomic_copy(source, target)
+            atomic_copy(source, place(target))
         return file_name, target
     if old is not None and old.get("image"):
         return old["file_name"], record_path(layout.root, old, "image")

@@ -20,6 +20,10 @@ except ImportError:  # Windows
     fcntl = None
 
 
+class DatasetBusyError(DatasetError):
+    """Another process holds the dataset's lock."""
+
+
 @contextmanager
 def dataset_lock(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +34,7 @@ def dataset_lock(lock_path: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise DatasetError(
+            raise DatasetBusyError(
                 f"another export is writing into {lock_path.parent}: wait until it finishes "
                 f"(parallel runs should export to separate datasets and merge them)"
             ) from None
