@@ -1,6 +1,7 @@
 """Batch input side: which files, in which order, which shard, and how each format reads."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -211,6 +212,11 @@ def test_segment_recursive_over_a_fifo_finishes(tmp_path):
         assert name in done.stderr
     assert "Traceback" not in done.stderr
     assert any((tmp_path / "out").rglob("a*.json"))
+    summary = json.loads((tmp_path / "out" / "batch_summary.json").read_text())
+    ignored = {Path(entry["path"]).relative_to(root).as_posix(): entry["reason"] for entry in summary["ignored"]}
+    assert sorted(ignored) == ["gone.png", "loop.png", "sub/loop.png", "x.png"]
+    assert "FIFO" in ignored["x.png"] and "dangling" in ignored["gone.png"]
+    assert "ignored 4 input name(s) that are not regular files" in done.stdout + done.stderr
 
 
 def test_cmyk_files_are_read_as_rgb_not_rgba(tmp_path):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_odise.batch.discovery import DiscoveryError, discover, parse_shard, select_shard
+from napari_odise.batch.discovery import Discovered, DiscoveryError, discover, parse_shard, select_shard
 from napari_odise.batch.files import FOLDERS, SHORT, WHOLE, ImageFiles, clashing_keys
 from napari_odise.batch.job import STORE_NAME, BatchCancelled, BatchJob, ItemProcessor, Outcome
 from napari_odise.batch.lock import folder_lock
@@ -85,7 +85,7 @@ def plan_files(inputs: Sequence[str | os.PathLike], out: Path, options: BatchOpt
     whole_names = clashing_keys(file.key for file in files)
     if options.shard is not None:
         index, count = parse_shard(options.shard) if isinstance(options.shard, str) else options.shard
-        files = select_shard(files, index, count, options.shard_by)
+        files = Discovered(select_shard(files, index, count, options.shard_by), files.skipped)
     return files, whole_names
 
 
@@ -205,7 +205,9 @@ def run_batch(
         out, spec, settings, vocabulary.to_json(), header["labels"], options.store, options.writes_files, options.coco,
         naming, whole_names,
     )
-    summary = BatchSummary(shard=_shard_text(options.shard))
+    summary = BatchSummary(
+        shard=_shard_text(options.shard), ignored=[Failure(str(s.path), s.reason) for s in files.skipped]
+    )
     started = time.perf_counter()
     with folder_lock(out):
         check(out, manifest)

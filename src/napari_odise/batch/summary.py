@@ -1,4 +1,5 @@
-"""What a batch did: images done now, skipped as already done, and failures with their reasons.
+"""What a batch did: images done now, skipped as already done, failures with their reasons, and
+input names that were no regular files (FIFOs, dangling links, link loops).
 
 Written to ``<out>/batch_summary.json`` at the end of every run (also a cancelled or interrupted
 one, and one stopped because the folder could not take more, when it still takes this file),
@@ -34,6 +35,7 @@ class BatchSummary:
     shard: str | None = None
     cleaned: int = 0  # unfinished groups of a killed run that were removed
     stopped: str | None = None  # why the run itself stopped early (disk full, read-only folder)
+    ignored: list[Failure] = field(default_factory=list)  # input names that are no regular file (FIFO, bad link)
 
     @property
     def all_failed(self) -> bool:
@@ -56,6 +58,7 @@ class BatchSummary:
             "shard": self.shard,
             "cleaned": self.cleaned,
             "stopped": self.stopped,
+            "ignored": [{"path": f.key, "reason": f.reason} for f in sorted(self.ignored, key=lambda f: f.key)],
         }
 
     def write(self, out: str | Path) -> Path:
@@ -77,6 +80,12 @@ class BatchSummary:
             lines.append(
                 f"{count_images(len(self.without_overlay))} without an overlay (the image file is gone or was not "
                 f"recorded): {_listed(self.without_overlay)}; run segment again with the same inputs to draw them"
+            )
+        if self.ignored:
+            lines.append(
+                f"ignored {len(self.ignored)} input name(s) that are not regular files: "
+                + "; ".join(f"{f.key} ({f.reason})" for f in sorted(self.ignored, key=lambda f: f.key)[:3])
+                + (f" and {len(self.ignored) - 3} more" if len(self.ignored) > 3 else "")
             )
         if self.cleaned:
             lines.append(f"removed {self.cleaned} unfinished result(s) of an interrupted run")
