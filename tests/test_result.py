@@ -159,8 +159,9 @@ def test_overlay_blends_segments_and_darkens_boundaries():
 def test_features_table_for_napari():
     features = _result().features()
     assert list(features.columns) == [
-        "index", "category", "category_id", "isthing", "score", "area", "source"
+        "index", "category", "category_id", "isthing", "score", "area", "source", "reviewed"
     ]
+    assert features["reviewed"].tolist() == [False] * 5  # nobody has checked a model result
     assert features["index"].tolist() == [0, 1, 2, 3, 4]
     assert features.iloc[0][["category", "area"]].tolist() == ["unlabeled", 12]
     assert np.isnan(features.iloc[0]["score"])

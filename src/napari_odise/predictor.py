@@ -27,6 +27,7 @@ from napari_odise.model.odise import ODISE, EncodedImage
 from napari_odise.model.settings import InferenceSettings
 from napari_odise.models import ModelChoiceError
 from napari_odise.result import PanopticResult
+from napari_odise.review import category_margins
 from napari_odise.vocabulary import Vocabulary, VocabularyError
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ class Predictor:
                 "encoded image is kept, so classifying again does not re-run the backbone."
             ) from error
         ids = vocabulary.ids
+        margins = category_margins(logprobs, [s.queries for s in segments])  # for the review queue
         info = [
             {
                 "id": s.id,
@@ -193,8 +195,9 @@ class Predictor:
                 "isthing": s.isthing,
                 "score": s.score,
                 "query_ids": list(s.queries),
+                "margin": margin,
             }
-            for s in segments
+            for s, margin in zip(segments, margins)
         ]
         result = PanopticResult.from_segments_info(
             label_map.numpy(),

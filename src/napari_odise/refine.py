@@ -2,8 +2,8 @@
 
 Every function is pure: inputs are never modified, and the returned map never shares memory with
 them. Every result satisfies :func:`napari_odise.result.check_consistency`. Rows a function touches,
-or whose pixel count changes, get ``source = "edited"``; a segment keeps its model score through
-edits (there is no new model evidence until the predictor re-scores it), except ``merge``, which
+or whose pixel count changes, get ``source = "edited"`` (which counts as reviewed); a segment keeps
+its model score through edits (there is no new model evidence until the predictor re-scores it), except ``merge``, which
 takes the area-weighted mean of the merged scores. Segments that lose all pixels lose their row.
 Work is vectorised (bincount, lookup tables, labelling inside bounding boxes) so a 2048x2048 map
 with hundreds of segments edits in milliseconds.
@@ -215,6 +215,7 @@ def _columns(segments: pd.DataFrame) -> dict[str, np.ndarray]:
         "score": segments["score"].to_numpy(dtype=np.float64, copy=True),
         "area": segments["area"].to_numpy(dtype=np.int64, copy=True),
         "source": segments["source"].to_numpy(dtype=object, copy=True),
+        "reviewed": segments["reviewed"].to_numpy(dtype=bool, copy=True),
     }
 
 
@@ -252,6 +253,7 @@ def _finish(
             "score": [new_rows[i][3] for i in added_ids],
             "area": [int(areas[i]) for i in added_ids],
             "source": ["edited"] * len(added_ids),
+            "reviewed": [True] * len(added_ids),
         }
         table = {
             name: np.concatenate([table[name], np.asarray(added[name], dtype=table[name].dtype)])
@@ -259,6 +261,6 @@ def _finish(
         }
     frame = segments_table(
         table["id"], table["category_id"], table["category"], table["isthing"],
-        table["score"], table["area"], table["source"],
+        table["score"], table["area"], table["source"], table["reviewed"],
     )
     return new_map, frame

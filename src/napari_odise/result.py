@@ -24,7 +24,7 @@ from napari_odise.colors import instance_shade
 from napari_odise.model.settings import InferenceSettings
 from napari_odise.vocabulary import Category, Vocabulary
 
-SEGMENT_COLUMNS = ["id", "category_id", "category", "isthing", "score", "area", "source"]
+SEGMENT_COLUMNS = ["id", "category_id", "category", "isthing", "score", "area", "source", "reviewed"]
 SOURCES = ("model", "edited")
 UNASSIGNED = -1
 UNASSIGNED_NAME = "unassigned"
@@ -49,10 +49,15 @@ def segments_table(
     scores: Sequence[float] = (),
     areas: Sequence[int] = (),
     sources: Sequence[str] = (),
+    reviewed: Sequence[bool] | None = None,
 ) -> pd.DataFrame:
-    """A segments table with the canonical columns and dtypes, sorted by id."""
+    """A segments table with the canonical columns and dtypes, sorted by id.
+
+    ``reviewed`` (a person checked the segment; default: none marked) is always true for an
+    "edited" segment: a person who changed it has looked at it."""
     ids = np.asarray(ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
+    marked = np.zeros(len(sources), bool) if reviewed is None else np.asarray(reviewed, dtype=bool)
     columns = {
         "id": ids,
         "category_id": np.asarray(category_ids, dtype=np.int64),
@@ -61,10 +66,12 @@ def segments_table(
         "score": np.asarray(scores, dtype=np.float64),
         "area": np.asarray(areas, dtype=np.int64),
         "source": _object_array(sources),
+        "reviewed": marked,
     }
     lengths = {name: len(values) for name, values in columns.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"segment columns differ in length: {lengths}")
+    columns["reviewed"] = marked | (columns["source"] == "edited")
     # Text columns get pandas' default text dtype ("str" in pandas 3, object before), also
     # when empty, so tables compare equal however they were made.
     return pd.DataFrame(
@@ -98,8 +105,8 @@ def check_consistency(
 
     Rules: int32 2-D map with ids >= 0 (0 = unlabeled); exactly SEGMENT_COLUMNS; ids unique,
     sorted, >= 1; every id in the map has a row and every row has pixels; area = pixel count;
-    source is "model" or "edited"; with a vocabulary, each row's category_id is in it (or is
-    UNASSIGNED) with that category's name and thing flag.
+    source is "model" or "edited"; reviewed is boolean; with a vocabulary, each row's category_id
+    is in it (or is UNASSIGNED) with that category's name and thing flag.
 
     ``pixel_counts`` (indexed by id) stands for the map's bincount when the caller counted the
     pixels as it painted them (the panoptic merge does), which saves a pass over a large map.
@@ -145,6 +152,8 @@ def check_consistency(
             f"wrong area for segment {int(ids[first])}: table says "
             f"{int(segments['area'].iloc[first])}, label map has {int(counted[first])} pixels"
         )
+    if segments["reviewed"].dtype != bool:
+        raise ValueError(f"the reviewed column must be boolean, not {segments['reviewed'].dtype}")
     bad_source = ~segments["source"].isin(SOURCES).to_numpy()
     if np.any(bad_source):
         raise ValueError(
@@ -174,7 +183,9 @@ def _check_categories(segments: pd.DataFrame, vocabulary: Vocabulary) -> None:
             )
 
 
-FEATURE_COLUMNS = ["index", "category", "category_id", "isthing", "score", "area", "source"]
+FEATURE_COLUMNS = [
+    "index", "category", "category_id", "isthing", "score", "area", "source", "reviewed"
+]
 
 
 def features_table(segments: pd.DataFrame, unlabeled_area: int) -> pd.DataFrame:
@@ -190,12 +201,13 @@ def features_table(segments: pd.DataFrame, unlabeled_area: int) -> pd.DataFrame:
             "score": [np.nan],
             "area": [unlabeled_area],
             "source": [""],
+            "reviewed": [False],
         }
     )
     rows = segments.rename(columns={"id": "index"})[FEATURE_COLUMNS]
     return pd.concat([background, rows], ignore_index=True).astype(
         {"index": np.int64, "category_id": np.int64, "isthing": bool, "score": np.float64,
-         "area": np.int64, "category": object, "source": object}
+         "area": np.int64, "category": object, "source": object, "reviewed": bool}
     )
 
 
@@ -208,6 +220,8 @@ class PanopticResult:
     ``query_ids`` maps a segment id to the model queries it came from (edited segments: none).
     ``model`` and ``settings`` say what made it (re-classification uses the same settings);
     ``info`` carries what other formats bring along (crowd ids, supercategories, provenance).
+    ``margins`` maps a model segment's id to its category's probability minus the runner-up
+    category's, from the classification that made it (the review queue reads it; edits drop it).
     """
 
     label_map: np.ndarray
@@ -219,6 +233,7 @@ class PanopticResult:
     settings: InferenceSettings | None = None
     model: str | None = None
     source: ImageSource = ImageSource()
+    margins: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def from_segments_info(
@@ -233,7 +248,7 @@ class PanopticResult:
         **made_by,
     ) -> PanopticResult:
         """From a panoptic merge's output: a map of segment ids and one dict per segment
-        (``id``, ``category_id``, ``isthing``, optional ``score`` and ``query_ids``).
+        (``id``, ``category_id``, ``isthing``, optional ``score``, ``query_ids`` and ``margin``).
 
         ``scores`` (by segment id, or aligned with ``segments_info``) overrides ``score``.
         Names and thing flags come from the vocabulary, the source of truth; areas from the map,
@@ -252,6 +267,7 @@ class PanopticResult:
             areas[list(pixel_counts)] = list(pixel_counts.values())
         rows = []
         query_ids = {}
+        margins = {}
         for segment in segments_info:
             segment_id = int(segment["id"])
             if segment_id >= len(areas) or areas[segment_id] == 0:
@@ -269,17 +285,26 @@ class PanopticResult:
                 score = scores.get(segment_id, score)
             rows.append((segment_id, *fields, float(score), int(areas[segment_id]), "model"))
             query_ids[segment_id] = [int(q) for q in segment.get("query_ids", ())]
+            if segment.get("margin") is not None:
+                margins[segment_id] = float(segment["margin"])
         table = segments_table(*zip(*rows)) if rows else segments_table()
-        result = cls(label_map, table, vocabulary, encoded, query_ids, dict(info or {}), **made_by)
+        result = cls(
+            label_map, table, vocabulary, encoded, query_ids, dict(info or {}), margins=margins,
+            **made_by,
+        )
         result.validate(None if pixel_counts is None else areas)
         return result
 
     def validate(self, pixel_counts: np.ndarray | None = None) -> None:
         """Raise ValueError if the label map, table and vocabulary disagree."""
         check_consistency(self.label_map, self.segments, self.vocabulary, pixel_counts)
-        stray = set(self.query_ids) - set(self.segments["id"].tolist())
+        ids = set(self.segments["id"].tolist())
+        stray = set(self.query_ids) - ids
         if stray:
             raise ValueError(f"query_ids for segments not in the table: {sorted(stray)}")
+        stray = set(self.margins) - ids
+        if stray:
+            raise ValueError(f"margins for segments not in the table: {sorted(stray)}")
 
     # --- derived views ------------------------------------------------------------------------
     def _lookup(self, column: str, fill) -> np.ndarray:
@@ -386,13 +411,14 @@ class PanopticResult:
             vocabulary=vocabulary,
             query_ids={k: list(v) for k, v in self.query_ids.items() if k in set(segments["id"].tolist())},
             info=dict(self.info),
+            margins={},  # they compared the old vocabulary's categories
         )
         result.validate()
         return result
 
     def with_edit(self, label_map: np.ndarray, segments: pd.DataFrame) -> PanopticResult:
-        """After an edit (``refine``): query ids are kept for segments still untouched by edits,
-        since an edited segment no longer is what those queries predicted."""
+        """After an edit (``refine``): query ids and margins are kept for segments still untouched
+        by edits, since an edited segment no longer is what those queries predicted."""
         untouched = set(segments.loc[segments["source"] == "model", "id"].tolist())
         result = dataclasses.replace(
             self,
@@ -400,6 +426,7 @@ class PanopticResult:
             segments=segments,
             query_ids={k: list(v) for k, v in self.query_ids.items() if k in untouched},
             info=dict(self.info),
+            margins={k: v for k, v in self.margins.items() if k in untouched},
         )
         result.validate()
         return result
@@ -412,6 +439,7 @@ class PanopticResult:
             segments=self.segments.copy(deep=True),
             query_ids={k: list(v) for k, v in self.query_ids.items()},
             info=_copy.deepcopy(self.info),
+            margins=dict(self.margins),
         )
 
 

@@ -63,7 +63,8 @@ def rows_from_result(result: PanopticResult, ids: Mapping[int, int], label_map: 
         if segment.id in ids:
             layer_id = ids[segment.id]
             rows[layer_id] = Row(
-                int(segment.category_id), float(segment.score), "model", area_of.get(layer_id, 0)
+                int(segment.category_id), float(segment.score), "model", area_of.get(layer_id, 0),
+                bool(segment.reviewed),
             )
     return rows
 
@@ -287,6 +288,13 @@ class SegmentationLayer:
         self._selected = label
         if label > 0 and label in self.rows and label not in self._present and label not in self.pending:
             self.layer.selected_label = self.allocate()
+
+    def set_reviewed(self, ids: Iterable[int], reviewed: bool = True) -> None:
+        """Mark segments reviewed (or not) in their rows, then sync. Not an undo step: no pixel
+        changes. An edited segment stays reviewed whatever its row says (see io.layers)."""
+        for segment_id in ids:
+            self.rows.setdefault(int(segment_id), Row()).reviewed = reviewed
+        self.sync()
 
     # --- writing pixels (undoable) ---------------------------------------------------------------
     def write(self, changes: Iterable[tuple[PlaneKey, np.ndarray, np.ndarray]]) -> None:

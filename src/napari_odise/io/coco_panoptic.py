@@ -2,10 +2,12 @@
 
 One annotation per image: ``{"image_id", "file_name" (the PNG), "segments_info"}``, each segment
 ``{"id", "category_id", "area", "bbox", "iscrowd"}`` as the COCO panoptic format defines them, plus
-two extra keys that COCO readers ignore and our reader restores:
+extra keys that COCO readers ignore and our reader restores:
 
 * ``"source"``: ``"model"`` or ``"edited"`` (a person changed the segment);
 * ``"score"``: the model's confidence, left out when the segment has none (NaN);
+* ``"reviewed"``: ``true`` when a person checked the segment (edited ones included), left out
+  otherwise; a file without it reads as not reviewed (an edited segment still counts as reviewed);
 * ``"track_id"``: in a plane of a linked stack, the object's id through the stack (the same in
   every plane it is in), from ``info["track_ids"]``; read back into ``info["track_ids"]``.
 
@@ -76,6 +78,8 @@ def segments_info(result: PanopticResult, skipped: Collection[int] = ()) -> list
         }
         if not math.isnan(row.score):
             entry["score"] = float(row.score)
+        if row.reviewed or row.source == "edited":
+            entry["reviewed"] = True
         if int(row.id) in tracks:
             entry["track_id"] = int(tracks[int(row.id)])
         entries.append(entry)
@@ -103,7 +107,8 @@ def read_panoptic(
     """The images of a COCO panoptic JSON as results, in the file's ``images`` order.
 
     Each result's vocabulary is built from ``categories`` (our extra ``synonyms`` key restored),
-    ``source`` and ``score`` come back when present (else ``"model"`` and NaN). ``result.source``
+    ``source``, ``score`` and ``reviewed`` come back when present (else ``"model"``, NaN and not
+    reviewed). ``result.source``
     is the image: its name (file stem) and file (``path`` None when the image is not found);
     ``result.model`` the model a napari-odise dataset records. ``info`` holds what the file
     brings besides: ``image_id``, ``file_name``, ``panoptic_png``, ``annotations``,
@@ -296,10 +301,13 @@ def result_from_segments_info(
         score = entry.get("score")
         if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
             raise DatasetError(f"{where}: segment {segment_id} has score {score!r}, not a number")
+        reviewed = entry.get("reviewed", False)
+        if not isinstance(reviewed, bool):
+            raise DatasetError(f"{where}: segment {segment_id} has reviewed {reviewed!r}, not true/false")
         rows.append(
             (
                 segment_id, category.id, category.name, category.isthing,
-                np.nan if score is None else float(score), int(areas[segment_id]), made_by,
+                np.nan if score is None else float(score), int(areas[segment_id]), made_by, reviewed,
             )
         )
         if entry.get("iscrowd", 0):

@@ -311,6 +311,14 @@ def already_there(names: list[str], root: Path) -> str:
 _COMPARED = ("id", "category_id", "area", "iscrowd", "source")
 
 
+def _compared(segment: dict) -> dict:
+    """A segments_info entry's fields that decide 'unchanged', with whether it counts as reviewed
+    (a file written before the flag existed leaves it out)."""
+    fields = {k: segment.get(k) for k in _COMPARED}
+    fields["reviewed"] = bool(segment.get("reviewed")) or segment.get("source") == "edited"
+    return fields
+
+
 def _unchanged(contents: DatasetContents, item: ExportItem) -> bool:
     """True when the dataset holds this image under this name exactly as the item would write
     it (segments, panoptic pixels, instances and semantic chosen alike); scores are not compared."""
@@ -320,8 +328,8 @@ def _unchanged(contents: DatasetContents, item: ExportItem) -> bool:
     if (record["semantic"] is not None) != item.semantic:
         return False
     annotation = contents.panoptic_annotations[int(record["image_id"])]
-    stored = [{k: s.get(k) for k in _COMPARED} for s in annotation["segments_info"]]
-    given = [{k: s.get(k) for k in _COMPARED} for s in segments_info(item.result, item.skipped)]
+    stored = [_compared(s) for s in annotation["segments_info"]]
+    given = [_compared(s) for s in segments_info(item.result, item.skipped)]
     if stored != given:
         return False
     label_map = exported_label_map(item.result, item.skipped)

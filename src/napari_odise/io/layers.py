@@ -8,7 +8,7 @@ What a Labels layer holds
     ``data``: a label map, or a stack (..., H, W) of them, one per 2-D plane (see :mod:`.planes`).
     ``features``: one row per id, as :func:`~napari_odise.result.features_table` writes it: an
     ``index`` column of ids, then ``category``, ``category_id``, ``isthing``, ``score``, ``area``
-    (pixels in the whole layer) and ``source``. ``metadata["odise"] = {"vocabulary": <Vocabulary
+    (pixels in the whole layer), ``source`` and ``reviewed``. ``metadata["odise"] = {"vocabulary": <Vocabulary
     JSON text>, "info": {...}}``: a result's ``info`` plus its typed fields under the keys
     ``image_name`` and ``image_path`` (``result.source``) and ``model`` (``result.model``). An
     ``image`` key is read as ``image_name`` (the Segment widget writes the image layer's name there).
@@ -24,6 +24,8 @@ Reading a layer
       made those segments; "edited" is also what keeps them, since a new model run or vocabulary
       change replaces only "model" segments (``_widgets/relabel``), and a dataset counts them as
       a person's work. (A COCO file without the key reads as "model": see :mod:`.coco_panoptic`.)
+    - ``reviewed`` is true where the table says so (a table without the column: nobody has
+      reviewed anything) and for every "edited" segment (a person changed it, so looked at it).
     - Rows without pixels are dropped.
     - A 2-D layer is one result; a stack is one result per plane that has segments (an empty
       plane is no annotation of "nothing here"), keyed by plane, named ``<name>-<plane>`` by
@@ -169,13 +171,15 @@ def _text(value) -> str | None:
 # --- the table of a layer ----------------------------------------------------------------------
 @dataclass
 class SegmentRow:
-    """What a layer knows about one id: its category, score, source, and its pixel count when
-    the row was made (a "model" row stays "model" only at that count)."""
+    """What a layer knows about one id: its category, score, source, its pixel count when
+    the row was made (a "model" row stays "model" only at that count), and whether a person
+    marked it reviewed."""
 
     category_id: int = UNASSIGNED
     score: float = math.nan
     source: str = "edited"
     area: int = 0
+    reviewed: bool = False
 
     def source_at(self, area: int) -> str:
         return "model" if self.source == "model" and self.area == area else "edited"
@@ -213,6 +217,7 @@ def layer_rows(features, vocabulary: Vocabulary, counts: Mapping[int, int]) -> d
             math.nan if _missing(record.get("score")) else float(record["score"]),
             source if source in SOURCES else "edited",
             int(counts.get(segment_id, 0)) if _missing(area) else int(area),
+            not _missing(record.get("reviewed")) and bool(record["reviewed"]),
         )
     return rows
 
@@ -223,7 +228,7 @@ def layer_table(
     """The segments table of the ids present (``areas``: their pixel counts): names from the
     vocabulary (unassigned where it lacks the category), sources by :meth:`SegmentRow.source_at`."""
     known = {c.id: c for c in vocabulary}
-    category_ids, names, isthing, scores, sources = [], [], [], [], []
+    category_ids, names, isthing, scores, sources, reviewed = [], [], [], [], [], []
     for segment_id, area in zip(np.asarray(ids).tolist(), np.asarray(areas).tolist()):
         row = rows.get(segment_id) or SegmentRow()
         category = known.get(row.category_id)
@@ -232,7 +237,8 @@ def layer_table(
         isthing.append(category.isthing if category else False)
         scores.append(row.score)
         sources.append(row.source_at(area))
-    return segments_table(ids, category_ids, names, isthing, scores, areas, sources)
+        reviewed.append(row.reviewed)
+    return segments_table(ids, category_ids, names, isthing, scores, areas, sources, reviewed)
 
 
 def plane_table(plane: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
@@ -241,7 +247,8 @@ def plane_table(plane: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
     ids, areas, _ = count_ids(plane)
     rows = table.set_index("id").loc[ids]
     return segments_table(
-        ids, rows["category_id"], rows["category"], rows["isthing"], rows["score"], areas, rows["source"]
+        ids, rows["category_id"], rows["category"], rows["isthing"], rows["score"], areas, rows["source"],
+        rows["reviewed"],
     )
 
 
@@ -390,6 +397,7 @@ def _category_id(record: Mapping, vocabulary: Vocabulary) -> int:
 def _missing(value) -> bool:
     """Missing, whichever way pandas spells it (NaN, None, pd.NA)."""
     return value is None or bool(pd.isna(value))
+
 
 # --- how much a person changed -----------------------------------------------------------------
 def layer_quality(data, features, metadata: Mapping | None) -> Quality | None:
