@@ -15,7 +15,8 @@ from test_io_samples import LITERAL_MAP, literal_result, random_image
 
 from napari_odise.batch.reading import ImageReadError, Item, read_item
 from napari_odise.io import export_result, read_instances, read_panoptic
-from napari_odise.io.images import read_image
+from napari_odise.batch.coco import _copyable
+from napari_odise.io.images import image_shape, read_image
 from napari_odise.pixel_budget import ENVIRONMENT_VARIABLE, PixelBudgetError, check_pixels, max_pixels
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -75,6 +76,9 @@ def test_a_bomb_png_is_refused_before_decoding(tmp_path, monkeypatch):
         read_item(Item("bomb.png", path))
     with pytest.raises(PixelBudgetError):
         read_image(path)
+    with pytest.raises(PixelBudgetError):  # the exporter's size check reads the header the same way
+        image_shape(path)
+    assert not _copyable(Item("bomb.png", path))  # the COCO writer's EXIF look, too
     monkeypatch.setenv(ENVIRONMENT_VARIABLE, str(10 * 10))
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((11, 11), np.uint8)).save(small)

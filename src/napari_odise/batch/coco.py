@@ -51,13 +51,13 @@ def _copyable(item: Item) -> bool:
     """True when the file's own pixels are exactly what the model saw (no conversion at all)."""
     if item.key != item.file_key or item.path.suffix.lower() not in _COPYABLE:
         return False
-    from PIL import Image
+    from napari_odise.pixel_budget import PixelBudgetError, open_with_pillow
 
     try:
-        with Image.open(item.path) as image:
+        with open_with_pillow(item.path) as image:  # the header only, within the pixel budget
             orientation = image.getexif().get(0x0112, 1)
             return image.mode == "RGB" and orientation in (0, 1)
-    except OSError:
+    except (OSError, PixelBudgetError):
         return False
 
 

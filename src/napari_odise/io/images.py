@@ -101,7 +101,7 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
             raise ValueError(f"{path}: expected a 2-D (optionally RGB) image, got shape {shape}")
         return int(shape[0]), int(shape[1])
     try:
-        with Image.open(path) as image:
+        with open_with_pillow(path) as image:  # the header only, within the pixel budget
             width, height = image.size
             if image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS:  # read upright: sides swap
                 width, height = height, width
