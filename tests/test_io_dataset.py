@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,6 +103,33 @@ def test_a_second_writer_is_refused_while_one_holds_the_dataset(tmp_path):
     with dataset_lock(DatasetLayout(root).lock):
         with pytest.raises(DatasetError, match="another export is writing"):
             export_result(literal_result(), root, image_name="a")
+    export_result(literal_result(), root, image_name="a")
+    assert open_dataset(root).names == ["a"]
+
+
+def test_a_writer_in_another_process_is_refused_and_its_death_frees_the_dataset(tmp_path):
+    """A real second process holds the lock (as a running export does); when it is killed, the
+    operating system drops the lock and the next export goes through."""
+    root = tmp_path / "ds"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from pathlib import Path\n"
+         "from napari_odise.io.lock import dataset_lock\n"
+         "with dataset_lock(Path(sys.argv[1]) / '.lock'):\n"
+         "    print('holding', flush=True)\n"
+         "    time.sleep(600)\n",
+         str(root)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(DatasetError, match="another export is writing"):
+            export_result(literal_result(), root, image_name="a")
+        assert not (root / "manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
     export_result(literal_result(), root, image_name="a")
     assert open_dataset(root).names == ["a"]
 
