@@ -41,6 +41,7 @@ from .model_fields import ModelFields
 from .proxies import unwrap
 from .scrolling import scrolling_layout
 from .session import MODELS, ModelChoice, Session
+from .vocabulary_warmer import VocabularyWarmer
 from .vocabulary_widget import VocabularyWidget
 from .weights_check import missing_advice
 
@@ -106,6 +107,8 @@ class SegmentWidget(QWidget):
         self._check_weights()
 
         self.vocabulary_widget = VocabularyWidget(self.session.vocabulary)
+        self.warmer = VocabularyWarmer(self.session, self.choice)  # in the vocabulary box, at its foot
+        self.vocabulary_widget.layout().addWidget(self.warmer)
         self.names_box = QCheckBox("Show category names on the segments")
         self.names_box.toggled.connect(self._toggle_names)
         self.semantic_box = QCheckBox("Also add a semantic layer (one label per category)")
@@ -378,5 +381,6 @@ class SegmentWidget(QWidget):
 
     def closeEvent(self, event) -> None:
         self.cancel()
+        self.warmer.cancel()
         self.session.checkpoints.added.disconnect(self._list_checkpoint)
         super().closeEvent(event)
