@@ -36,6 +36,7 @@ from .gl_compat import guard_triton
 from .overlays import DERIVED_KEY
 from .selection_outline import SelectionOutline
 from .planes import current_plane, labels_shape
+from .proposal_picker import ProposalPicker
 from .proxies import unwrap
 from .scrolling import scrolling_layout
 from .session import Session
@@ -60,6 +61,7 @@ class RefineWidget(QWidget):
         self._listed = None
         self._previous = 0  # the current segment before the latest one (napari's picker moves it first)
         self._current = 0
+        self.proposals = ProposalPicker(self)
 
         self.target = QLabel("Select a Labels layer (e.g. one made by the Segment widget)")
         self.target.setWordWrap(True)
@@ -131,6 +133,7 @@ class RefineWidget(QWidget):
         layout.addLayout(small)
         layout.addWidget(self.adopt_best)
         layout.addWidget(self.scores)
+        layout.addWidget(self.proposals)
         layout.addWidget(self.help)
         layout.addStretch()
 
@@ -151,6 +154,7 @@ class RefineWidget(QWidget):
             if self._on_click in self.layer.mouse_drag_callbacks:
                 self.layer.mouse_drag_callbacks.remove(self._on_click)
             self._keys.unbind()
+        self.proposals.set_layer(None)
         self.layer, self.state = layer, None
         self.selection = []
         if layer is None:
@@ -161,6 +165,7 @@ class RefineWidget(QWidget):
             self.state.table_changed.connect(self._on_table_changed)
             layer.mouse_drag_callbacks.append(self._on_click)
             self._keys.bind(layer)
+            self.proposals.set_layer(layer)
             self.target.setText(f"Refining '{layer.name}' ({len(self.state.vocabulary)} categories)")
         self._fill_categories()
         self._on_table_changed()
@@ -285,6 +290,8 @@ class RefineWidget(QWidget):
                     current = self.current_id() if self.current_id() != int(value) else self._previous
                     self.add_to_selection(current)
                 self.add_to_selection(int(value))
+        else:
+            self.proposals.click(layer, event)
 
     def add_to_selection(self, segment_id: int) -> None:
         if segment_id not in self.selection and self.state.present(segment_id):

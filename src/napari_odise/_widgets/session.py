@@ -210,25 +210,6 @@ class Session:
         return 0
 
     # --- vocabulary changes --------------------------------------------------------------------
-    def warm_work(self, presets: list[str], choice: ModelChoice) -> Callable[[Callable[[Progress], None]], dict[str, int]]:
-        """Work (for :meth:`Job.run`) embedding presets ahead of use with ``Predictor.warm``, as
-        ``napari-odise vocab warm`` does: progress per preset (``plane``) in categories; returns
-        how many new strings each preset sent through CLIP."""
-
-        def work(report):
-            report(Progress("load", 0, 1, 0, len(presets)))
-            predictor = self.predictor(choice)
-            counts = {}
-            for index, name in enumerate(presets):
-
-                def progress(stage, done, total, index=index):
-                    report(Progress("text", done, total, index, len(presets)))
-
-                counts[name] = predictor.warm(Vocabulary.preset(name), progress)
-            return counts
-
-        return work
-
     def relabel_work(
         self, state: SegmentationLayer, vocabulary: Vocabulary
     ) -> Callable[[], dict[PlaneKey, PanopticResult]] | None:
@@ -253,6 +234,11 @@ class Session:
             rule = recorded_rule(state)
             if rule is not None:  # a linked stack stays linked under the new categories
                 link_layer_planes(state, *rule)
+
+    def loaded_predictor(self, state: SegmentationLayer):
+        """The already loaded model that made a layer (None: not loaded, or not recorded)."""
+        choice = _recorded_choice(state.info)
+        return None if choice is None else self.pool.peek(choice.spec)
 
     # --- re-scoring an edited segment ----------------------------------------------------------
     def rescore_work(

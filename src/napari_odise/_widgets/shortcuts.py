@@ -37,10 +37,12 @@ def help_text() -> str:
 
 
 class LayerKeys:
-    """Binds the shortcuts on one layer at a time, restoring what they replaced."""
+    """Binds a key table (default: :data:`SHORTCUTS`) on one layer at a time, restoring what
+    the keys replaced."""
 
-    def __init__(self, handler: Callable[[str], None]):
+    def __init__(self, handler: Callable[[str], None], table: dict[str, tuple[str, str]] | None = None):
         self._handler = handler
+        self._table = SHORTCUTS if table is None else table
         self._layer = None
         self._replaced: dict[str, object] = {}
 
@@ -49,7 +51,7 @@ class LayerKeys:
             return
         self.unbind()
         self._layer = layer
-        for key, (method, _) in SHORTCUTS.items():
+        for key, (method, _) in self._table.items():
             previous = layer.bind_key(
                 key, lambda _layer, method=method: self._handler(method), overwrite=True
             )
@@ -59,6 +61,6 @@ class LayerKeys:
     def unbind(self) -> None:
         if self._layer is None:
             return
-        for key in SHORTCUTS:
+        for key in self._table:
             self._layer.bind_key(key, self._replaced.pop(key, None), overwrite=True)
         self._layer = None

@@ -1,0 +1,146 @@
+"""Proposals at a click in a real (headless) viewer: Segment and Refine opened from the Plugins
+menu, a click in pick mode lists the model's proposals, Down/Up move the outline, Enter replaces
+the segment, napari's undo restores pixels and table; Q at the cursor after a vocabulary change
+lists the new vocabulary's categories; Escape closes, and without a list keeps napari's meaning."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import fast_tiny, random_image
+from napari.utils.interactions import mouse_press_callbacks
+from napari.utils.key_bindings import coerce_keybinding
+
+from napari_odise import Predictor, Vocabulary, proposals
+from napari_odise._widgets.gl_compat import guard_triton
+from napari_odise._widgets.proposal_picker import PROPOSAL_KEYS
+from napari_odise._widgets.session import Session
+from napari_odise.models import ModelSpec
+
+STREET = Vocabulary.parse("person\ncar\nbicycle\ndog\ntree (stuff)\nroad (stuff)\nsky (stuff)\nbuilding (stuff)")
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    guard_triton()
+    return Predictor(fast_tiny(), device="cpu")
+
+
+@pytest.fixture
+def panels(make_napari_viewer, predictor, qtbot, tmp_path):
+    """A photo segmented with the tiny model from the Segment widget, and the Refine panel on it,
+    both opened the way users open them."""
+    viewer = make_napari_viewer()
+    viewer.add_image(random_image(96, 128, seed=0), name="photo", rgb=True)
+    _, segment = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
+    session = Session.of(viewer)
+    session.pool.put(ModelSpec("tiny", "cpu"), predictor)
+    STREET.save(tmp_path / "street.txt")
+    session.vocabulary.load(tmp_path / "street.txt")
+    segment.model_combo.setCurrentText("tiny")
+    segment.device_combo.setCurrentText("cpu")
+    segment.settings_combo.setCurrentText("demo")
+    segment.run_button.click()
+    qtbot.waitUntil(lambda: not segment.busy, timeout=180_000)
+    layer = viewer.layers["photo panoptic"]
+    _, refine = viewer.window.add_plugin_dock_widget("napari-odise", "Refine segments")
+    viewer.layers.selection.active = layer
+    return viewer, segment, refine, layer
+
+
+def click(layer, y, x):
+    """A plain left click at data (y, x), through every mouse callback of the layer (napari's
+    picker and the Refine panel's)."""
+    event = SimpleNamespace(
+        type="mouse_press", is_dragging=False, position=(y, x), view_direction=None,
+        dims_displayed=[0, 1], dims_point=(y, x), modifiers=[], button=1, handled=False,
+    )
+    mouse_press_callbacks(layer, event)
+
+
+def press(viewer, key):
+    """A key press as the canvas hands it to napari: through the keymaps of the active layer,
+    its class and the viewer."""
+    viewer.window._qt_viewer._key_map_handler.press_key(key)
+
+
+def preview(viewer, layer):
+    return viewer.layers[f"{layer.name} proposal"].data.astype(bool)
+
+
+def test_click_browse_replace_and_undo(panels, predictor):
+    viewer, _, refine, layer = panels
+    picker, state = refine.proposals, refine.state
+    result = state.model_results[()]
+    for key in PROPOSAL_KEYS:
+        assert coerce_keybinding(key) in layer.keymap
+    before_map, before_table = np.array(layer.data), state.table.copy()
+    y, x = 48, 64
+    refine.pick_mode()
+    click(layer, y, x)
+    expected = proposals.proposals_at(predictor, result, y, x, STREET)
+    assert len(expected) >= 2 and picker.list.count() == len(expected)
+    first = expected[0]
+    assert picker.list.item(0).text() == (
+        f"1. {first.category.name} ({'thing' if first.category.isthing else 'stuff'})  "
+        f"score {first.score:.2f}  {first.area:,} px"
+    )
+    assert layer.selected_label == before_map[y, x]  # napari's picker still picks
+    np.testing.assert_array_equal(preview(viewer, layer), proposals.proposal_mask(predictor, result, first))
+    assert viewer.layers.selection.active is layer  # keys still go to the segments
+
+    press(viewer, "Down")
+    press(viewer, "Down")
+    press(viewer, "Up")
+    assert picker.shown == 1 and picker.list.currentRow() == 1
+    chosen = expected[1]
+    mask = proposals.proposal_mask(predictor, result, chosen)
+    np.testing.assert_array_equal(preview(viewer, layer), mask)
+
+    press(viewer, "Enter")
+    new_id = int(layer.data[y, x])
+    under = before_map[y, x]
+    outside = ~(mask | (before_map == under))
+    np.testing.assert_array_equal(layer.data[outside], before_map[outside])
+    assert (layer.data[mask] == new_id).all() and (layer.data[(before_map == under) & ~mask] == 0).all()
+    row = state.table[state.table["id"] == new_id].iloc[0]
+    assert (row["category"], row["score"], row["area"], row["source"]) == (
+        chosen.category.name, chosen.score, mask.sum(), "edited"
+    )
+    assert layer.features.set_index("index").loc[new_id, "category"] == chosen.category.name
+    assert layer.selected_label == new_id and f"#{new_id} {chosen.category.name}" in refine.current.text()
+    assert picker.list.count() == 0 and f"{layer.name} proposal" not in viewer.layers
+
+    press(viewer, "Control-Z")
+    np.testing.assert_array_equal(layer.data, before_map)
+    assert state.table.equals(before_table)
+    assert layer.features["index"].tolist()[1:] == before_table["id"].tolist()
+
+
+def test_q_at_the_cursor_follows_the_vocabulary_and_escape_closes(panels, predictor, qtbot):
+    viewer, segment, refine, layer = panels
+    picker, state = refine.proposals, refine.state
+    press(viewer, "Escape")  # nothing listed: napari's own Escape (reset the polygon) runs, no error
+    assert picker.list.count() == 0
+
+    animals = Vocabulary.parse("cat\nhorse\nsheep\ngrass (stuff)")
+    session = Session.of(viewer)
+    session.vocabulary.remove(*STREET.names[1:])  # a vocabulary change re-labels the layer
+    session.vocabulary.add_text(animals.to_text())
+    qtbot.waitUntil(lambda: not segment.busy, timeout=180_000)
+    vocabulary = state.vocabulary
+    assert set(vocabulary.names) == {"person", *animals.names}
+
+    y, x = 30, 77
+    viewer.cursor.position = (y, x)
+    press(viewer, "Q")
+    expected = proposals.proposals_at(predictor, state.model_results[()], y, x, vocabulary)
+    assert picker.list.count() == len(expected) > 0
+    names = [picker.list.item(k).text().split(". ", 1)[1].split(" (")[0] for k in range(picker.list.count())]
+    assert names == [p.category.name for p in expected] and set(names) <= set(vocabulary.names)
+
+    press(viewer, "Escape")
+    assert picker.list.count() == 0 and f"{layer.name} proposal" not in viewer.layers
+    before = np.array(layer.data)
+    press(viewer, "Enter")  # nothing listed: nothing replaced
+    np.testing.assert_array_equal(layer.data, before)
