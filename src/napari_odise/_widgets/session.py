@@ -210,6 +210,25 @@ class Session:
         return 0
 
     # --- vocabulary changes --------------------------------------------------------------------
+    def warm_work(self, presets: list[str], choice: ModelChoice) -> Callable[[Callable[[Progress], None]], dict[str, int]]:
+        """Work (for :meth:`Job.run`) embedding presets ahead of use with ``Predictor.warm``, as
+        ``napari-odise vocab warm`` does: progress per preset (``plane``) in categories; returns
+        how many new strings each preset sent through CLIP."""
+
+        def work(report):
+            report(Progress("load", 0, 1, 0, len(presets)))
+            predictor = self.predictor(choice)
+            counts = {}
+            for index, name in enumerate(presets):
+
+                def progress(stage, done, total, index=index):
+                    report(Progress("text", done, total, index, len(presets)))
+
+                counts[name] = predictor.warm(Vocabulary.preset(name), progress)
+            return counts
+
+        return work
+
     def relabel_work(
         self, state: SegmentationLayer, vocabulary: Vocabulary
     ) -> Callable[[], dict[PlaneKey, PanopticResult]] | None:
