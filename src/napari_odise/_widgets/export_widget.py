@@ -1,6 +1,8 @@
 """The Export widget: a Labels layer (made by the Segment widget, refined, or opened from a
 dataset) and its image -> a dataset folder for fine-tuning, then the dataset's summary; Open
-dataset loads an image of it for review.
+dataset loads an image of it for review. Above the export options it shows how much the chosen
+layer differs from the model's own output (PQ/SQ/RQ, :mod:`napari_odise.quality`), kept up to
+date as the layer is edited; the same numbers go into the dataset's manifest.
 
 A thin face on :func:`napari_odise.io.export_results` (what the napari writer and
 ``napari-odise export`` use): :mod:`.export_plan` turns the layer into results on the main thread,
@@ -11,9 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -27,7 +32,8 @@ from qtpy.QtWidgets import (
 
 from napari_odise.errors import UserError
 from napari_odise.io import open_dataset
-from napari_odise.io.layers import layer_source
+from napari_odise.io.layers import layer_quality, layer_source, model_outputs
+from napari_odise.quality import Quality, format_table
 
 from .dataset_review import describe, review_layers
 from .export_plan import ExportOptions, export_work, plan_export
@@ -45,6 +51,35 @@ _IMAGE_HELP = (
     "The image saved with the labels (fine-tuning needs it). (none): the image file the labels "
     "were read from when they came from a dataset, else no image file."
 )
+QUALITY_DELAY_MS = 250  # edits in a burst (a brush stroke, undo steps) recount once
+NO_MODEL_OUTPUT = (
+    "Changes from the model: no model output to compare with (layers segmented with the Segment "
+    "widget keep it; layers opened from files or drawn do not)"
+)
+_QUALITY_HELP = (
+    "PQ, SQ and RQ (percent) of the model's own output against the labels as they are now, for all "
+    "categories, things and stuff (N: categories averaged): 100 means nothing was changed. "
+    "A rerun or vocabulary change makes its new output the reference. Unlabeled pixels are void, "
+    "so a deleted segment is counted apart, as panopticapi does."
+)
+
+
+def _quality_text_of(data, features, metadata) -> str:
+    """The worker's part: count, and say it (a layer whose vocabulary cannot be read says so)."""
+    try:
+        return quality_text(layer_quality(data, features, metadata))
+    except UserError as error:
+        return f"Changes from the model: cannot compare ({error})"
+
+
+def quality_text(quality: Quality | None) -> str:
+    """What the widget shows for a layer's :func:`~napari_odise.io.layers.layer_quality`."""
+    if quality is None:
+        return NO_MODEL_OUTPUT
+    lines = ["Changes from the model's output (100 = none):", format_table(quality)]
+    if quality.ignored:
+        lines.append(f"{quality.ignored} model segment(s) deleted (left unlabeled: not in PQ)")
+    return "\n".join(lines)
 
 
 class ExportWidget(QWidget):
@@ -56,6 +91,12 @@ class ExportWidget(QWidget):
         self.dataset = None  # the dataset last exported to or opened (napari_odise.io.Dataset)
         self._worker = None
         self._chosen = None  # the labels the image and name were guessed for
+        self._followed = None  # (state or None, layer) whose edits refresh the quality numbers
+        self._quality_count = 0  # counts started (the shown text is the latest one's)
+        self._quality_timer = QTimer(self)
+        self._quality_timer.setSingleShot(True)
+        self._quality_timer.setInterval(QUALITY_DELAY_MS)
+        self._quality_timer.timeout.connect(self.update_quality)
 
         self.labels_combo = QComboBox()
         self.labels_combo.setToolTip(
@@ -79,6 +120,9 @@ class ExportWidget(QWidget):
         self.export_button.clicked.connect(self.export)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
+        self.quality = QLabel("")
+        self.quality.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self.quality.setToolTip(_QUALITY_HELP)
         self.review_combo = QComboBox()
         self.review_combo.setToolTip("The dataset image Open dataset loads")
         self.open_button = QPushButton("Open dataset")
@@ -97,6 +141,7 @@ class ExportWidget(QWidget):
         review_form.addRow("Review", review)
         layout = scrolling_layout(self)
         layout.addLayout(form)
+        layout.addWidget(self.quality)
         for box in (self.instances_box, self.semantic_box, self.overwrite_box, self.skip_box):
             layout.addWidget(box)
         layout.addWidget(self.export_button)
@@ -154,6 +199,7 @@ class ExportWidget(QWidget):
         """Guess the image and the name for newly chosen labels."""
         self._chosen = name
         layer = self.selected_labels()
+        self._follow(layer)
         if layer is None:
             return
         image = self._image_of(layer)
@@ -177,6 +223,52 @@ class ExportWidget(QWidget):
         named = [image for image in images if image.name in names]
         shaped = [image for image in images if labels_shape(image) == tuple(layer.data.shape)]
         return (named or shaped or [None])[0]
+
+    # --- how much the layer differs from the model's output ------------------------------------
+    def _follow(self, layer) -> None:
+        """Refresh the quality numbers when the chosen layer's segments or its kept model output
+        (a rerun, a vocabulary change) change."""
+        if self._followed is not None:
+            state, followed = self._followed
+            followed.events.metadata.disconnect(self._schedule_quality)
+            if state is not None:
+                state.table_changed.disconnect(self._schedule_quality)
+        self._followed = None
+        if layer is not None:
+            state = self.session.known(layer)
+            layer.events.metadata.connect(self._schedule_quality)
+            if state is not None:
+                state.table_changed.connect(self._schedule_quality)
+            self._followed = (state, layer)
+        self.update_quality()
+
+    def _schedule_quality(self, event=None) -> None:
+        self._quality_timer.start()
+
+    def update_quality(self) -> None:
+        """Show the chosen layer's :func:`~napari_odise.io.layers.layer_quality`, counted in a
+        worker on a copy of the layer (a 4096x4096 layer takes about half a second of CPU)."""
+        self._quality_timer.stop()
+        self._quality_count += 1  # an answer for an older count is dropped
+        layer = self.selected_labels()
+        if layer is None:
+            self.quality.setText("")
+            return
+        if not model_outputs(layer.metadata):
+            self.quality.setText(NO_MODEL_OUTPUT)
+            return
+        if self._followed is not None and self._followed[0] is not None:
+            self._followed[0].sync()
+        count = self._quality_count
+        data, features, metadata = np.array(layer.data), layer.features.copy(), dict(layer.metadata)
+        worker = create_worker(_quality_text_of, data, features, metadata, _start_thread=False,
+                               _connect={"errored": lambda error: report(error, "Export")})
+        worker.returned.connect(lambda text: self._show_quality(text, count))
+        worker.start()
+
+    def _show_quality(self, text: str, count: int) -> None:
+        if count == self._quality_count:
+            self.quality.setText(text)
 
     # --- export --------------------------------------------------------------------------------
     @property
