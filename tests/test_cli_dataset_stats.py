@@ -101,3 +101,12 @@ def test_a_damaged_quality_block_is_refused_with_status_2(dataset):
     write_json(manifest, data)
     done = stats(str(dataset))
     assert done.returncode == 2 and "is damaged" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_merging_datasets_keeps_the_quality_blocks(dataset, tmp_path):
+    from napari_odise.io import merge_datasets
+
+    merge_datasets([dataset], tmp_path / "merged")
+    before = {r["name"]: r["quality"] for r in read_json(DatasetLayout(dataset).manifest)["images"]}
+    after = {r["name"]: r["quality"] for r in read_json(DatasetLayout(tmp_path / "merged").manifest)["images"]}
+    assert after == before and after["merged"] is not None
