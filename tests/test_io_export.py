@@ -74,7 +74,7 @@ def test_literal_map_exports_exactly(tmp_path):
     _check_panoptic(root, {"street": result})
     segments = load_json(root / "annotations" / "panoptic.json")["annotations"][0]["segments_info"]
     assert segments[1] == {"id": 2, "category_id": 1, "area": 5, "bbox": [3, 1, 5, 5],
-                           "iscrowd": 0, "source": "edited", "score": 0.55}
+                           "iscrowd": 0, "source": "edited", "score": 0.55, "reviewed": True}
     data = load_json(root / "annotations" / "panoptic.json")
     assert data["categories"][2] == {
         "id": 149, "name": "road", "supercategory": "stuff", "isthing": 0,

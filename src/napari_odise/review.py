@@ -113,9 +113,11 @@ def progress(segments: pd.DataFrame) -> tuple[int, int]:
     return len(reviewed_ids(segments)), len(segments)
 
 
-def step(order: Sequence[int], done: Iterable[int], current: int, forward: bool = True) -> int | None:
+def step(
+    order: Sequence[int], done: Iterable[int], current: int | None, forward: bool = True
+) -> int | None:
     """The next (or previous) unreviewed id after ``current`` in ``order``, wrapping around; from
-    an id not in the order, the first (or last) unreviewed one. None when all are reviewed."""
+    None or an id not in the order, the first (or last) unreviewed one. None when all are reviewed."""
     done = set(done)
     todo = [i for i in order if i not in done]
     if not todo:

@@ -38,6 +38,7 @@ from .selection_outline import SelectionOutline
 from .planes import current_plane, labels_shape
 from .proposal_picker import ProposalPicker
 from .proxies import unwrap
+from .review_queue import ReviewQueue
 from .scrolling import scrolling_layout
 from .session import Session
 from .shortcuts import SHORTCUTS, LayerKeys, help_text
@@ -55,6 +56,7 @@ class RefineWidget(QWidget):
         self.state = None  # the SegmentationLayer of ``layer``
         self.selection: list[int] = []
         self._outline = SelectionOutline(self.viewer)
+        self.review = ReviewQueue(self)
         self.last_scores: dict[int, float] = {}
         self._keys = LayerKeys(self._shortcut)
         self._rescore_worker = None
@@ -120,6 +122,7 @@ class RefineWidget(QWidget):
         row.addWidget(self.current, 1)
         row.addWidget(pick)
         layout.addLayout(row)
+        layout.addWidget(self.review)
         layout.addWidget(QLabel("Selection"))
         layout.addWidget(self.selection_list)
         row = QHBoxLayout()
@@ -157,6 +160,7 @@ class RefineWidget(QWidget):
         self.proposals.set_layer(None)
         self.layer, self.state = layer, None
         self.selection = []
+        self.review.set_layer(None)
         if layer is None:
             self.target.setText("Select a Labels layer (e.g. one made by the Segment widget)")
         else:
@@ -164,6 +168,7 @@ class RefineWidget(QWidget):
             layer.events.selected_label.connect(self._show_current)
             self.state.table_changed.connect(self._on_table_changed)
             layer.mouse_drag_callbacks.append(self._on_click)
+            self.review.set_layer(layer)
             self._keys.bind(layer)
             self.proposals.set_layer(layer)
             self.target.setText(f"Refining '{layer.name}' ({len(self.state.vocabulary)} categories)")
@@ -211,6 +216,7 @@ class RefineWidget(QWidget):
             self._fill_categories()
         self._show_current()
         self._outline.show(self.layer, self.selection)
+        self.review.refresh()
 
     def _show_current(self, event=None) -> None:
         if self.layer is not None and self.current_id() != self._current:
