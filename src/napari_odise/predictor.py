@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_odise.cpu_threads import use_physical_cores
 from napari_odise.errors import UserError
 from napari_odise.image_input import ImageInputError, to_rgb_uint8
 from napari_odise.model.odise import ODISE, EncodedImage
@@ -65,6 +66,8 @@ class Predictor:
         if precision == "fp16" and self.device.type != "cuda":
             raise ModelChoiceError("fp16 needs a CUDA GPU; on the CPU use fp32 (or bf16)")
         self.precision = precision
+        if self.device.type == "cpu":
+            use_physical_cores()  # torch's default may count hyper-threads or CPUs we may not use
         self.model = model.to(self.device).eval()
         self.name = name or model.config.name
         self.encode_calls = 0  # how many times the backbone ran (tests and the UI count it)
