@@ -6,6 +6,7 @@ from torch.nn import functional as F
 
 from conftest import fast_tiny, random_image
 from napari_odise.model import clip_encoder
+from napari_odise.model.maskclip_attention import mask_token_bias, mask_token_pass
 from napari_odise.model.sliding_window import crop_boxes
 
 VOCAB = ([["cat", "kitty"], ["dog"], ["sky", "clouds"], ["grass"]], [True, True, False, False], [True, True, True, False])
@@ -101,19 +102,45 @@ def test_maskclip_token_with_full_mask_equals_plain_clip(tiny_model):
 
 def test_maskclip_attention_layout():
     blocked = torch.tensor([[[False, True, True], [True, True, False]]])  # 2 queries, 3 patches
-    bias = clip_encoder.mask_attention_bias(blocked, 3, num_heads=2, dtype=torch.float32)
-    assert bias.shape == (2, 6, 6)
-    allowed = (bias[0] == 0).int().tolist()
+    bias = mask_token_bias(blocked, dtype=torch.float32)
+    assert bias.shape == (1, 1, 6, 4)  # broadcast over heads; keys: the class token and patches only
+    allowed = (bias[0, 0] == 0).int().tolist()
     assert allowed == [
-        # q0 q1 cls p0 p1 p2
-        [0, 0, 1, 1, 0, 0],  # query 0 sees the class token and patch 0
-        [0, 0, 1, 0, 0, 1],  # query 1 sees the class token and patch 2
-        [0, 0, 1, 1, 1, 1],  # class token: as in a plain forward
-        [0, 0, 1, 1, 1, 1],
-        [0, 0, 1, 1, 1, 1],
-        [0, 0, 1, 1, 1, 1],
+        # cls p0 p1 p2
+        [1, 1, 0, 0],  # query 0 sees the class token and patch 0
+        [1, 0, 0, 1],  # query 1 sees the class token and patch 2
+        [1, 1, 1, 1],  # class token: as in a plain forward
+        [1, 1, 1, 1],
+        [1, 1, 1, 1],
+        [1, 1, 1, 1],
     ]
-    torch.testing.assert_close(bias[1], bias[0])
+
+
+def full_square_bias(patch_blocked, num_heads):
+    """The official layout: (B * heads, N, N) over all Q + 1 + P tokens, mask-token columns -inf."""
+    b, q, p = patch_blocked.shape
+    n = q + 1 + p
+    blocked = torch.zeros(b, n, n, dtype=torch.bool)
+    blocked[:, :, :q] = True
+    blocked[:, :q, q + 1 :] = patch_blocked
+    bias = torch.zeros(b, n, n).masked_fill_(blocked, float("-inf"))
+    return bias.repeat_interleave(num_heads, dim=0)
+
+
+def test_maskclip_pass_equals_open_clip_transformer_with_the_full_mask(tiny_model):
+    """Keys and values of the class and patch tokens only, and a last layer of mask tokens only,
+    compute what open_clip's transformer computes with the full (Q + 1 + P)-square mask."""
+    visual = tiny_model.clip.visual
+    generator = torch.Generator().manual_seed(3)
+    b, q, p, width = 2, 5, 9, visual.transformer.width
+    x = torch.randn(b, q + 1 + p, width, generator=generator)
+    blocked = torch.rand(b, q, p, generator=generator) < 0.5
+    blocked[0, 0] = True  # a query that sees only the class token
+    heads = visual.transformer.resblocks[0].attn.num_heads
+    with torch.no_grad():
+        expected = visual.transformer(x, attn_mask=full_square_bias(blocked, heads))[:, :q]
+        got = mask_token_pass(visual.transformer, x, q, mask_token_bias(blocked, x.dtype))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_captioner_starts_from_the_unconditional_model(tiny_model):

@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import CLIPConfig
+from .maskclip_attention import mask_token_bias, mask_token_pass
 
 
 def build_clip(cfg: CLIPConfig):
@@ -111,25 +112,6 @@ def _vision_tokens(visual, pixels: torch.Tensor) -> torch.Tensor:
     return visual.ln_pre(x)
 
 
-def mask_attention_bias(patch_blocked: torch.Tensor, num_patches: int, num_heads: int, dtype) -> torch.Tensor:
-    """Additive attention mask (B * heads, Q + 1 + P, Q + 1 + P) for MaskCLIP.
-
-    Tokens are ordered [Q mask tokens, class token, P patches]. Nobody attends to a mask token
-    (itself included); mask token q attends to the class token and to its unblocked patches; class
-    and patch tokens attend to each other as in a plain forward. (open_clip >= 3 turns boolean
-    masks into 0/1 additive ones, so the mask is built additive with -inf.)
-    """
-    b, q, p = patch_blocked.shape
-    assert p == num_patches
-    n = q + 1 + p
-    blocked = torch.zeros(b, n, n, dtype=torch.bool, device=patch_blocked.device)
-    blocked[:, :, :q] = True
-    blocked[:, :q, q + 1 :] = patch_blocked
-    bias = torch.zeros(b, n, n, dtype=dtype, device=patch_blocked.device)
-    bias.masked_fill_(blocked, float("-inf"))
-    return bias.repeat_interleave(num_heads, dim=0)
-
-
 @torch.no_grad()
 def mask_embeddings(clip, images01: torch.Tensor, mask_logits: torch.Tensor, cfg: CLIPConfig) -> torch.Tensor:
     """MaskCLIP embeddings (B, Q, embed_dim) of each query's mask.
@@ -152,10 +134,8 @@ def mask_embeddings(clip, images01: torch.Tensor, mask_logits: torch.Tensor, cfg
     tokens = _vision_tokens(visual, pixels.to(visual.conv1.weight.dtype))
     mask_tokens = tokens[:, :1].expand(-1, q, -1)
     x = torch.cat([mask_tokens, tokens], dim=1)
-    heads = visual.transformer.resblocks[0].attn.num_heads
-    bias = mask_attention_bias(patch_blocked, tokens.shape[1] - 1, heads, x.dtype)
-    x = visual.transformer(x, attn_mask=bias)
-    x = visual.ln_post(x[:, :q])
+    x = mask_token_pass(visual.transformer, x, q, mask_token_bias(patch_blocked, x.dtype))
+    x = visual.ln_post(x)
     return (x @ visual.proj).float()
 
 
