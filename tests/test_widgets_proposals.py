@@ -123,6 +123,11 @@ def test_q_at_the_cursor_follows_the_vocabulary_and_escape_closes(panels, predic
     press(viewer, "Escape")  # nothing listed: napari's own Escape (reset the polygon) runs, no error
     assert picker.list.count() == 0
 
+    y, x = 30, 77
+    viewer.cursor.position = (y, x)
+    press(viewer, "Q")  # listed under the first vocabulary
+    assert picker.list.count() > 0 and {p.category.name for p in picker.proposals} <= set(STREET.names)
+
     animals = Vocabulary.parse("cat\nhorse\nsheep\ngrass (stuff)")
     session = Session.of(viewer)
     session.vocabulary.remove(*STREET.names[1:])  # a vocabulary change re-labels the layer
@@ -131,16 +136,17 @@ def test_q_at_the_cursor_follows_the_vocabulary_and_escape_closes(panels, predic
     vocabulary = state.vocabulary
     assert set(vocabulary.names) == {"person", *animals.names}
 
-    y, x = 30, 77
-    viewer.cursor.position = (y, x)
-    press(viewer, "Q")
+    before = np.array(layer.data)
+    press(viewer, "Enter")  # the list predates the change: listed again instead of replacing
+    np.testing.assert_array_equal(layer.data, before)
     expected = proposals.proposals_at(predictor, state.model_results[()], y, x, vocabulary)
-    assert picker.list.count() == len(expected) > 0
+    assert picker.list.count() == len(expected) > 0 and "listed again" in picker.status.text()
     names = [picker.list.item(k).text().split(". ", 1)[1].split(" (")[0] for k in range(picker.list.count())]
     assert names == [p.category.name for p in expected] and set(names) <= set(vocabulary.names)
 
     press(viewer, "Escape")
     assert picker.list.count() == 0 and f"{layer.name} proposal" not in viewer.layers
-    before = np.array(layer.data)
     press(viewer, "Enter")  # nothing listed: nothing replaced
     np.testing.assert_array_equal(layer.data, before)
+    press(viewer, "Q")  # and at the cursor again: the new vocabulary's categories
+    assert [p.query for p in picker.proposals] == [p.query for p in expected]

@@ -63,12 +63,13 @@ class Proposal:
 
 class QueryMaskIndex:
     """Each query's own mask (sigmoid >= 0.5) at the image's size, as packed bits inside its
-    bounding box, with its area and mean sigmoid. Vocabulary independent: built once per image."""
+    bounding box (whole bytes across), with its area and mean sigmoid. Vocabulary independent:
+    built once per image."""
 
     def __init__(self, shape: tuple[int, int], boxes: np.ndarray, bits: list[np.ndarray], areas, quality):
         self.shape = tuple(shape)
         self.boxes = boxes  # (Q, 4): y0, y1, x0, x1 (all 0 for an empty mask)
-        self.bits = bits  # per query: np.packbits of the box's mask along x
+        self.bits = bits  # per query: rows y0:y1 of np.packbits(mask, axis=1), bytes x0 // 8 on
         self.areas = np.asarray(areas, dtype=np.int64)
         self.quality = np.asarray(quality, dtype=np.float64)
 
@@ -78,19 +79,21 @@ class QueryMaskIndex:
         boxes, bits, areas, quality = [], [], [], []
         for _, prob in probabilities:
             own = prob >= 0.5
-            area = int(own.sum())
+            packed = np.packbits(own.numpy(), axis=1)
+            area = int(np.bitwise_count(packed).sum(dtype=np.int64))
             # Mask2Former's mask score, as postprocess.instance_inference computes it
-            quality.append(float((prob * own).sum() / (own.sum() + 1e-6)))
+            quality.append(float((prob * own).sum() / (torch.tensor(area) + 1e-6)))
             areas.append(area)
+            rows = np.flatnonzero(packed.any(axis=1))
             if area == 0:
                 boxes.append((0, 0, 0, 0))
                 bits.append(np.zeros((0, 0), np.uint8))
                 continue
-            rows = torch.nonzero(own.any(1)).flatten()
-            cols = torch.nonzero(own.any(0)).flatten()
-            y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            y0, y1 = int(rows[0]), int(rows[-1]) + 1
+            columns = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(packed[y0:y1], axis=0)))
+            x0, x1 = int(columns[0]), int(columns[-1]) + 1
             boxes.append((y0, y1, x0, x1))
-            bits.append(np.packbits(own[y0:y1, x0:x1].numpy(), axis=1))
+            bits.append(packed[y0:y1, x0 >> 3 : (x1 + 7) >> 3].copy())
         return cls(shape, np.asarray(boxes, dtype=np.int64).reshape(-1, 4), bits, areas, quality)
 
     @property
@@ -107,7 +110,7 @@ class QueryMaskIndex:
         inside = np.flatnonzero((b[:, 0] <= y) & (y < b[:, 1]) & (b[:, 2] <= x) & (x < b[:, 3]))
         hits = [
             q for q in inside.tolist()
-            if (self.bits[q][y - b[q, 0], (x - b[q, 2]) >> 3] >> (7 - ((x - b[q, 2]) & 7))) & 1
+            if (self.bits[q][y - b[q, 0], (x >> 3) - (b[q, 2] >> 3)] >> (7 - (x & 7))) & 1
         ]
         return np.asarray(hits, dtype=np.int64)
 
@@ -116,7 +119,9 @@ class QueryMaskIndex:
         out = np.zeros(self.shape, dtype=bool)
         y0, y1, x0, x1 = self.boxes[query].tolist()
         if y1 > y0:
-            out[y0:y1, x0:x1] = np.unpackbits(self.bits[query], axis=1, count=x1 - x0).astype(bool)
+            start = x0 & ~7  # the first byte's first pixel
+            pixels = np.unpackbits(self.bits[query], axis=1, count=x1 - start).astype(bool)
+            out[y0:y1, x0:x1] = pixels[:, x0 - start :]
         return out
 
 

@@ -90,6 +90,7 @@ class ProposalPicker(QWidget):
         self.at: tuple[tuple, int, int] | None = None  # (plane key, y, x) the list is for
         self._result = None
         self._predictor = None
+        self._vocabulary = None
         self._preview = ProposalPreview(self.viewer)
         self._keys = LayerKeys(self._key, PROPOSAL_KEYS)
 
@@ -173,6 +174,7 @@ class ProposalPicker(QWidget):
             self._message(str(error))
             return
         self._result, self._predictor, self.at = result, predictor, (key, y, x)
+        self._vocabulary = state.vocabulary
         self.proposals = found
         self.list.blockSignals(True)
         for k, p in enumerate(found, 1):
@@ -236,6 +238,10 @@ class ProposalPicker(QWidget):
             return None
         only = self.only_unlabeled.isChecked() if only_unlabeled is None else only_unlabeled
         state, (key, y, x) = self.panel.state, self.at
+        if state.vocabulary != self._vocabulary or state.model_results.get(key) is not self._result:
+            self.propose(key, y, x)  # re-labelled or re-segmented since: list what the model says now
+            self.status.setText("The segmentation changed since the list was made; listed again: " + self.status.text())
+            return None
         chosen = self.proposals[self.shown]
         mask = proposals.proposal_mask(self._predictor, self._result, chosen)
         state.sync()
@@ -262,7 +268,7 @@ class ProposalPicker(QWidget):
 
     def cancel(self) -> None:
         self.proposals, self.shown, self.at = [], -1, None
-        self._result = self._predictor = None
+        self._result = self._predictor = self._vocabulary = None
         self.list.clear()
         self._preview.close()
 
