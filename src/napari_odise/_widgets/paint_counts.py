@@ -18,13 +18,31 @@ def _counts(values) -> Counter:
     values = np.asarray(values).ravel()
     if values.size == 0:
         return Counter()
+    if np.issubdtype(values.dtype, np.integer) and values.min() >= 0 and values.max() <= 4 * values.size + 1024:
+        counts = np.bincount(values)  # linear time for a large write (np.unique sorts or hashes)
+        ids = np.flatnonzero(counts)
+        return Counter(dict(zip(ids.tolist(), counts[ids].tolist())))
     ids, counts = np.unique(values, return_counts=True)
     return Counter(dict(zip(ids.tolist(), counts.tolist())))
 
 
 def _repeats(index) -> bool:
-    stacked = np.stack([np.asarray(i).ravel() for i in index])
-    return np.unique(stacked, axis=1).shape[1] != stacked.shape[1]
+    """Whether a pixel occurs twice in an index, in time linear in its size for the dense
+    indices a whole-plane write gives (the pixels' flat positions counted, not column-sorted)."""
+    coords = [np.asarray(i).ravel() for i in index]
+    if not coords or coords[0].size < 2:
+        return False
+    if min(int(c.min()) for c in coords) < 0:  # negative (from-the-end) indices: compare as given
+        stacked = np.stack(coords)
+        return np.unique(stacked, axis=1).shape[1] != stacked.shape[1]
+    lowest = [int(c.min()) for c in coords]  # positions within the index's bounding box
+    coords = [c - low for c, low in zip(coords, lowest)]
+    dims = tuple(int(c.max()) + 1 for c in coords)
+    flat = np.ravel_multi_index(coords, dims)  # ValueError when too large: the caller recounts
+    if np.prod(dims, dtype=np.float64) <= 4 * flat.size + 1024:
+        return int(np.bincount(flat).max()) > 1
+    flat = np.sort(flat)
+    return bool((flat[1:] == flat[:-1]).any())
 
 
 def count_changes(atoms) -> dict[int, int] | None:
