@@ -77,6 +77,7 @@ def main() -> None:
 
     _, export = viewer.window.add_plugin_dock_widget("napari-odise", "Export dataset")
     export.folder.setText(str(Path.home() / "astronaut-dataset"))
+    wait(app, lambda: export.quality.text().startswith("Changes from the model's output"))  # counted in a worker
     shot(viewer, app, "5_export.png")
     viewer.close()
 
