@@ -340,3 +340,18 @@ def test_segment_widget_links_a_stack_opened_from_the_plugins_menu(make_napari_v
     data = np.asarray(viewer.layers["planes panoptic"].data)
     assert not set(np.unique(data[0]).tolist()) - {0} & set(np.unique(data[1]).tolist())
     assert "stack_links" not in viewer.layers["planes panoptic"].metadata["odise"]["info"]
+
+
+def test_a_bad_track_id_in_a_file_is_refused():
+    from napari_odise.io.coco_panoptic import result_from_segments_info
+    from napari_odise.io.errors import DatasetError
+
+    label_map = np.zeros((8, 8), np.int32)
+    label_map[2:5, 2:5] = 3
+    entry = {"id": 3, "category_id": CELL, "track_id": 12}
+    read = result_from_segments_info(label_map, [entry], VOCABULARY, {})
+    assert read.info["track_ids"] == {3: 12}
+    for bad in ("12", 0, True, 1.5):
+        with pytest.raises(DatasetError, match="track_id"):
+            result_from_segments_info(label_map, [{**entry, "track_id": bad}], VOCABULARY, {})
+    assert "track_ids" not in result_from_segments_info(label_map, [{"id": 3, "category_id": CELL}], VOCABULARY, {}).info
