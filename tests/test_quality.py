@@ -207,3 +207,25 @@ def test_table_text_shows_percent_and_dashes_for_empty_groups():
     lines = format_table(quality).splitlines()
     assert lines[1].split() == ["all", "100.0", "100.0", "100.0", "1"]
     assert lines[3].split() == ["stuff", "-", "-", "-", "0"]
+
+
+def test_a_stack_layer_sums_its_planes_against_the_outputs_it_keeps():
+    # The layer adapter's count (io.layers.layer_quality) for a 2-plane stack: plane 0 as the model
+    # gave it (cat, grass), plane 1 with the model's dog deleted. Layer ids are unique across planes.
+    # Summed: cat TP 2, grass TP 2, dog ignored once -> PQ 1 over cat and grass, 1 ignored.
+    import pandas as pd
+
+    from napari_odise.io.layers import layer_metadata, layer_quality, model_outputs
+
+    plane = columns([(0, 5), (5, 8), (8, 10)])
+    first = np.where(plane == 2, 3, plane)  # plane 0: cat and grass only
+    model = {(0,): output(first, {1: CAT, 3: GRASS}), (1,): output(plane, {1: CAT, 2: DOG, 3: GRASS})}
+    data = np.stack([first, np.where(plane == 2, 0, plane + 10)]).astype(np.int32)
+    features = pd.DataFrame({"index": [1, 3, 11, 13], "category_id": [CAT, GRASS, CAT, GRASS]})
+    metadata = layer_metadata(VOCABULARY, model_output=model)
+    assert model_outputs(metadata) == model
+    quality = layer_quality(data, features, metadata)
+    assert (quality.categories[CAT].tp, quality.categories[GRASS].tp, quality.ignored) == (2, 2, 1)
+    assert quality.scores("all").pq == 1.0
+    assert layer_quality(data, features, layer_metadata(VOCABULARY)) is None  # nothing kept
+    assert model_outputs({"odise": {"model_output": {(): "junk", "x": model[(0,)]}}}) == {}
