@@ -124,3 +124,6 @@ def test_export_reads_the_segment_output_folder(first_run, tmp_path):
     np.testing.assert_array_equal(result.label_map, read_panoptic_png(out / "panoptic" / "astronaut.png"))
     assert result.segments["category"].tolist() == [s["category"] for s in annotation["segments_info"]]
     assert dataset.image("astronaut").image is not None  # the image came along (from the recorded source)
+    # the folder holds the model's output as it is: nothing changed, PQ 1 (dataset stats)
+    stats = json.loads(napari_odise("dataset", "stats", str(tmp_path / "dataset"), "--json", home=home).stdout)
+    assert (stats["compared"], stats["all"]["pq"], stats["all"]["n"]) == (1, 1.0, result.segments["category_id"].nunique())
