@@ -13,7 +13,7 @@ from conftest import fast_tiny, random_image
 from test_io_samples import small_vocabulary
 
 from napari_odise import refine
-from napari_odise.io import export_result, read_panoptic
+from napari_odise.io import DatasetError, export_result, export_results, read_panoptic
 from napari_odise.io.layers import labels_layer_data, results_from_labels
 from napari_odise.predictor import Predictor
 from napari_odise.result import PanopticResult, category_fields, segments_table
@@ -188,3 +188,18 @@ def test_layers_keep_the_flag_per_plane_and_old_tables_read_as_not_reviewed():
     old_table = features.drop(columns="reviewed")
     back = results_from_labels(data, old_table, kwargs["metadata"])
     assert back[(0,)].segments["reviewed"].tolist() == [False] * 7 + [True]
+
+
+def test_a_changed_flag_is_not_taken_for_an_unchanged_image(tmp_path):
+    """A re-run that skips images the dataset holds as given (the CLI's chunked export) must not
+    skip one whose flags changed: it is an image already in, to be replaced with --overwrite."""
+    result, image, root = hand_made(), random_image(SIDE, SIDE), tmp_path / "dataset"
+    options = dict(images=[image], image_names=["photo"], skip_unassigned=True)
+    export_result(result, root, image=image, image_name="photo", skip_unassigned=True)
+    assert export_results([result], root, skip_unchanged=True, **options) == []
+    marked = mark_reviewed(result, [2])
+    with pytest.raises(DatasetError, match="already in"):
+        export_results([marked], root, skip_unchanged=True, **options)
+    assert len(export_results([marked], root, overwrite=True, **options)) == 1
+    (back,) = read_panoptic(root / "annotations" / "panoptic.json")
+    assert back.segments.set_index("id").loc[2, "reviewed"]
