@@ -291,10 +291,10 @@ def test_killed_in_the_second_coco_commit_then_resumed_writes_the_same_ids(refer
     monkeypatch.setattr(coco, "CHUNK", 4)
     write_manifest = DatasetContents.write_manifest
 
-    def killed_at_the_second_commit(contents):
+    def killed_at_the_second_commit(contents, *place):
         if len(contents.records) > 4:
             raise _Killed
-        write_manifest(contents)
+        write_manifest(contents, *place)
 
     monkeypatch.setattr(DatasetContents, "write_manifest", killed_at_the_second_commit)
     with pytest.raises(_Killed):
