@@ -187,3 +187,17 @@ def test_the_model_margins_order_a_segmented_photo(make_napari_viewer, predictor
     press(viewer, "j")
     assert int(layer.selected_label) == order[1]
     assert refine.review.counter.text() == f"0 of {len(order)} reviewed"
+
+
+def test_layer_margins_follow_the_pixels_and_skip_another_answers_segments():
+    from types import SimpleNamespace
+
+    made = hand_made()
+    made.margins = {1: 0.5, 2: 0.25, 3: 0.125}
+    plane = np.where(made.label_map > 0, made.label_map + 10, 0).astype(np.int32)  # layer ids 11..15
+    table = made.segments.assign(id=made.segments["id"] + 10)
+    state = SimpleNamespace(model_results={(): made}, plane=lambda key: plane)
+    assert layer_margins(state, (), table) == {11: 0.5, 12: 0.25, 13: 0.125}
+    table.loc[table["id"] == 12, "category_id"] = 1  # not what that result said: not its margin
+    table.loc[table["id"] == 13, "source"] = "edited"
+    assert layer_margins(state, (), table) == {11: 0.5}

@@ -36,20 +36,22 @@ def review_help() -> str:
 def layer_margins(state, key, table) -> dict[int, float]:
     """The model's margins (:attr:`PanopticResult.margins`) of a plane's "model" segments under
     their layer ids. Layer ids differ from the result's, but a "model" segment is exactly the
-    result's pixels, so any pixel of it names its result segment."""
+    result's pixels, so any pixel of it names its result segment (whose category must be the
+    segment's: otherwise the margin belongs to another answer and is left out)."""
     made = state.model_results.get(key)
     plane = np.asarray(state.plane(key))
     if made is None or not made.margins or made.label_map.shape != plane.shape:
         return {}
-    model_ids = table.loc[table["source"] == "model", "id"].to_numpy(dtype=np.int64)
-    if not model_ids.size:
+    model = table[table["source"] == "model"]
+    if model.empty:
         return {}
     result_of = np.zeros(int(plane.max(initial=0)) + 1, dtype=np.int64)
     result_of[plane.ravel()] = made.label_map.ravel()  # one value per model segment: its result id
+    made_category = dict(zip(made.segments["id"].tolist(), made.segments["category_id"].tolist()))
     margins = {}
-    for layer_id in model_ids.tolist():
+    for layer_id, category_id in zip(model["id"].tolist(), model["category_id"].tolist()):
         made_id = int(result_of[layer_id])
-        if made_id in made.margins:
+        if made_id in made.margins and made_category.get(made_id) == category_id:
             margins[layer_id] = made.margins[made_id]
     return margins
 
@@ -63,6 +65,7 @@ class ReviewQueue(QWidget):
         self.viewer = panel.viewer
         self.layer: Labels | None = None
         self.visited: int | None = None  # the segment the queue went to last
+        self._margins = None  # (model result, plane key and model ids, their margins)
         self._keys = LayerKeys(self._key, REVIEW_KEYS)
 
         self.counter = QLabel("")
@@ -93,6 +96,7 @@ class ReviewQueue(QWidget):
             self.viewer.dims.events.current_step.disconnect(self.refresh)
         self.layer = layer
         self.visited = None
+        self._margins = None
         self.note.setText("")
         if layer is not None:
             self._keys.bind(layer)
@@ -106,7 +110,7 @@ class ReviewQueue(QWidget):
             self.counter.setText("")
             return
         key = self.panel.plane
-        done, total = progress(state.plane_table(key))
+        done, total = progress(self.plane_table())
         text = f"{done} of {total} reviewed"
         if key:
             layer_done, layer_total = progress(state.table)
@@ -114,12 +118,26 @@ class ReviewQueue(QWidget):
         self.counter.setText(text)
 
     # --- the queue ---------------------------------------------------------------------------------
-    def order(self) -> list[int]:
+    def plane_table(self):
+        """The table of the plane in view (a 2-D layer's own: no recount)."""
+        state, key = self.panel.state, self.panel.plane
+        return state.plane_table(key) if key else state.table
+
+    def order(self, table=None) -> list[int]:
         """The plane's segment ids in review order (reviewed ones included)."""
         state, key = self.panel.state, self.panel.plane
-        table = state.plane_table(key)
+        table = self.plane_table() if table is None else table
         plane_pixels = int(np.prod(np.shape(state.plane(key))))
-        return review_order(table, plane_pixels, layer_margins(state, key, table))
+        return review_order(table, plane_pixels, self.margins(key, table))
+
+    def margins(self, key, table) -> dict[int, float]:
+        """:func:`layer_margins`, recomputed only when the model result or its segments in the
+        layer change (a pass over the pixels; marking and stepping change neither)."""
+        made = self.panel.state.model_results.get(key)
+        which = (key, tuple(table.loc[table["source"] == "model", "id"].tolist()))
+        if self._margins is None or self._margins[0] is not made or self._margins[1] != which:
+            self._margins = (made, which, layer_margins(self.panel.state, key, table))
+        return self._margins[2]
 
     def next_segment(self) -> int | None:
         return self._step(forward=True)
@@ -130,11 +148,10 @@ class ReviewQueue(QWidget):
     def _step(self, forward: bool) -> int | None:
         """From the segment the queue went to last, the next (previous) unreviewed one; when the
         current segment is another (picked by hand, or new after an edit), the queue's head."""
-        state = self.panel.state
-        table = state.plane_table(self.panel.plane)
+        table = self.plane_table()
         current = self.panel.current_id()
         start = current if current == self.visited else None
-        target = step(self.order(), reviewed_ids(table), start, forward=forward or start is None)
+        target = step(self.order(table), reviewed_ids(table), start, forward=forward or start is None)
         if target is None:
             self.note.setText(f"All {len(table)} segments of this plane are reviewed")
             return None
@@ -164,17 +181,12 @@ class ReviewQueue(QWidget):
             show_warning("Pick a segment first")
             return
         self.panel.state.set_reviewed(ids, False)
-        edited = [i for i in ids if i in reviewed_ids(self.panel.state.plane_table(self.panel.plane))]
+        edited = [i for i in ids if i in reviewed_ids(self.plane_table())]
         if edited:
             self.note.setText(f"edited segments stay reviewed: {', '.join(map(str, edited))}")
 
     def _box(self, segment_id: int) -> tuple[int, int, int, int] | None:
-        """(top, left, bottom, right) of a segment in the plane in view, bottom/right exclusive."""
-        mask = np.asarray(self.panel.state.plane(self.panel.plane)) == segment_id
-        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if not rows.size:
-            return None
-        return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
+        return segment_box(self.panel.state.plane(self.panel.plane), segment_id)
 
     def _key(self, method: str) -> None:
         if self.layer is None or self.panel.state is None:
@@ -184,6 +196,15 @@ class ReviewQueue(QWidget):
 
     def close_queue(self) -> None:
         self.set_layer(None)
+
+
+def segment_box(plane, segment_id: int) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of a segment in a plane, bottom/right exclusive."""
+    mask = np.asarray(plane) == segment_id
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return None
+    return int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1
 
 
 def focus(viewer, layer, key: tuple, box: tuple[int, int, int, int]) -> None:
