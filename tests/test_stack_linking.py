@@ -195,6 +195,16 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
 
 
+def assert_track_scores(state, linked):
+    """Each layer id's score is the mean of its planes' scores in the core's linked results."""
+    data = np.asarray(state.layer.data)
+    core_map = np.stack([linked.results[key].label_map for key in sorted(linked.results)])
+    tables = [linked.results[key].segments.set_index("id") for key in sorted(linked.results)]
+    for layer_id, row in state.table.set_index("id").iterrows():
+        core = int(core_map[data == layer_id][0])
+        assert row.score == pytest.approx(np.mean([t.loc[core, "score"] for t in tables if core in t.index]))
+
+
 def labels_state(stack):
     """A Labels layer holding a stack of results as the Segment widget makes it (unlinked)."""
     from napari.layers import Labels
@@ -319,6 +329,7 @@ def test_segment_widget_links_a_stack_opened_from_the_plugins_menu(make_napari_v
     assert all(int(i) in colours for i in np.unique(data[0]) if i)
     table = state.table.set_index("id")
     assert (table["source"] == "model").all()
+    assert_track_scores(state, linked)
     assert layer.metadata["odise"]["info"]["stack_links"]["threshold"] == DEFAULT_THRESHOLD
 
     # a vocabulary change re-labels the stack and links it again
@@ -330,6 +341,7 @@ def test_segment_widget_links_a_stack_opened_from_the_plugins_menu(make_napari_v
     assert same_partition(data, np.stack([relabelled.results[(k,)].label_map for k in range(3)]))
     np.testing.assert_array_equal(data[0], data[1])
     assert (state.table["source"] == "model").all()
+    assert_track_scores(state, relabelled)  # kept ids: the mean of the new planes' scores
 
     # with the option off a new run leaves the planes' ids apart
     widget.link_box.setChecked(False)
@@ -355,3 +367,37 @@ def test_a_bad_track_id_in_a_file_is_refused():
         with pytest.raises(DatasetError, match="track_id"):
             result_from_segments_info(label_map, [{**entry, "track_id": bad}], VOCABULARY, {})
     assert "track_ids" not in result_from_segments_info(label_map, [{"id": 3, "category_id": CELL}], VOCABULARY, {}).info
+
+
+def test_new_results_on_a_linked_layer_keep_the_track_ids_where_the_pixels_stay():
+    from napari_odise._widgets.linked_planes import link_layer_planes
+
+    stack = moving_discs(3)
+    state = labels_state(stack)
+    link_layer_planes(state)
+    linked = np.array(state.layer.data)
+    # new scores, same pixels: every track keeps its id, its score the mean of the new ones
+    rescored = {k: r.copy() for k, r in stack.items()}
+    for r in rescored.values():
+        r.segments["score"] = r.segments["score"] - 0.25
+    state.apply_results(rescored, VOCABULARY)
+    np.testing.assert_array_equal(state.layer.data, linked)
+    assert_track_scores(state, link_stack(rescored))
+    assert (state.table["source"] == "model").all()
+    # plane 2's moving cell now found a little bigger: it gets a new id there (then links again
+    # through the widget's session); in planes 0-1 the track keeps its id, still the model's
+    moved = dict(rescored)
+    bigger = np.array(stack[(2,)].label_map)
+    cell = int(bigger[26, 21])
+    bigger[disc((26, 21), 12) & (bigger != 0) & (bigger == bigger[0, 0])] = cell
+    moved[(2,)] = PanopticResult(bigger, stack[(2,)].segments.assign(
+        area=np.bincount(bigger.ravel(), minlength=6)[stack[(2,)].segments["id"]]), VOCABULARY)
+    state.apply_results({(2,): moved[(2,)]}, VOCABULARY)
+    track = int(linked[0, 20, 15])
+    data = np.asarray(state.layer.data)
+    assert (data[0] == track).any() and (data[1] == track).any() and not (data[2] == track).any()
+    row = state.table.set_index("id").loc[track]
+    assert row.source == "model" and row.area == (data == track).sum()
+    link_layer_planes(state)  # linking again joins plane 2's new segment to the track
+    data = np.asarray(state.layer.data)
+    assert data[0, 20, 15] == data[1, 23, 18] == data[2, 26, 21] and (state.table["source"] == "model").all()

@@ -340,7 +340,9 @@ class SegmentationLayer:
         if info:
             self.info.update(info)
         changes = []
-        reused = set()
+        was_model = set(self.table.loc[self.table["source"] == "model", "id"].tolist())
+        touched = set()  # model ids in the planes replaced
+        refreshed: dict[int, list[float]] = {}  # new scores of kept ids, per plane
         for key, result in results.items():
             old = np.array(self.plane(key))
             plane = self.plane_table(key)
@@ -361,19 +363,22 @@ class SegmentationLayer:
             )
             for layer_id, row in new_rows.items():
                 if layer_id in self.rows and self.rows[layer_id].source == "model":
-                    self.rows[layer_id].score = row.score  # same pixels, same category: refresh score
+                    # same pixels, same category: refresh the score (an id linked through a
+                    # stack: the mean over its planes, as linking made it)
+                    refreshed.setdefault(layer_id, []).append(row.score)
+                    self.rows[layer_id].score = sum(refreshed[layer_id]) / len(refreshed[layer_id])
                 else:
                     self.rows[layer_id] = row
             self.claimed[key] = placement.claimed
-            reused.update(i for i, same in placement.ids.values() if same)
+            touched.update(i for i in count_ids(old)[0].tolist() if i in was_model)
             self.model_outputs[key] = ModelOutput.of(result)  # the new output is the reference
             if result.encoded is not None:
                 self.model_results[key] = result
             changes.append((key, old, placement.label_map))
         self.write(changes)
-        # an id linked through a stack may keep its pixels in some planes and lose them in
-        # others: what is left is still the model's untouched output, at its new area
-        shrunk = [i for i in reused if self.rows[i].source == "model" and self.rows[i].area != self._areas.get(i, 0)]
+        # an id linked through a stack may keep its pixels in some planes and lose them to the
+        # new result in others: what is left is still the model's untouched output, at its new area
+        shrunk = [i for i in touched if self._areas.get(i, 0) and self.rows[i].area != self._areas[i]]
         for segment_id in shrunk:
             self.rows[segment_id].area = self._areas.get(segment_id, 0)
         if shrunk:
