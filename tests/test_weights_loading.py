@@ -374,3 +374,25 @@ def test_prepare_official_fills_the_cache_from_the_weights_folder(files, source,
         tiny_config(), progress=False, **{k: weights_dir() / p.name for k, p in files.items()}
     )
     assert_same_model(model, source[0])
+
+
+def test_bf16_start_reads_the_float32_cache_straight_into_bf16(files, source, monkeypatch, _isolated_home):
+    """precision="bf16": the float32 cache is read a tensor at a time into bfloat16 (never the whole
+    float32 model), the head is stored in bf16 but for the category head, text embeddings get their own store."""
+    from safetensors import torch as safetensors_torch
+
+    from napari_odise.model.precision import half_modules
+
+    load_from_files(tiny_config(), progress=False, **files)  # writes the float32 cache
+    real_load_file = safetensors_torch.load_file
+    mapped = []
+    monkeypatch.setattr(safetensors_torch, "load_file", lambda path, **k: mapped.append(Path(path).name) or real_load_file(path, **k))
+    model = load_from_files(tiny_config(), progress=False, dtype=torch.bfloat16, **files)
+    assert sorted(name.split("-")[1] for name in mapped) == ["odise_label", "sd_context"]  # small: read as stored
+    reference = load_from_files(tiny_config(), progress=False, **files)
+    for module, expected in zip(half_modules(model), half_modules(reference)):
+        a, b = module.state_dict(), expected.state_dict()
+        assert all(a[k].dtype == torch.bfloat16 and torch.equal(a[k], b[k].to(torch.bfloat16)) for k in b if b[k].is_floating_point())
+    assert model.category_head.text_proj.weight.dtype == torch.float32
+    assert model.empty_context.dtype == torch.float32
+    assert model.text_cache.store.path.name.endswith("-bfloat16.sqlite")

@@ -25,6 +25,7 @@ from napari_odise.cpu_threads import use_physical_cores
 from napari_odise.errors import UserError
 from napari_odise.image_input import ImageInputError, to_rgb_uint8
 from napari_odise.model.odise import ODISE, EncodedImage
+from napari_odise.model.precision import DTYPES, to_precision
 from napari_odise.model.settings import InferenceSettings
 from napari_odise.models import ModelChoiceError
 from napari_odise.result import PanopticResult
@@ -33,7 +34,7 @@ from napari_odise.vocabulary import Vocabulary, VocabularyError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = DTYPES  # "fp16"/"bf16": the weights are stored in that dtype (model/precision.py)
 ProgressCallback = Callable[[str, int, int], None]
 
 
@@ -53,6 +54,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def _checked_choice(device: str | torch.device, precision: str) -> torch.device:
+    if precision not in PRECISIONS:
+        raise ModelChoiceError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = resolve_device(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise ModelChoiceError("fp16 needs a CUDA GPU; on the CPU use fp32 (or bf16)")
+    return device
+
+
 class Predictor:
     """One loaded model on one device. Run-time options are a frozen :class:`InferenceSettings`
     passed to each call (default: the model's own, :attr:`settings`) and recorded on each result;
@@ -60,15 +70,12 @@ class Predictor:
     run one at a time (the backbone's feature taps are per model)."""
 
     def __init__(self, model: ODISE, device: str | torch.device = "auto", precision: str = "fp32", name: str | None = None):
-        if precision not in PRECISIONS:
-            raise ModelChoiceError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.device = resolve_device(device)
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ModelChoiceError("fp16 needs a CUDA GPU; on the CPU use fp32 (or bf16)")
+        self.device = _checked_choice(device, precision)
         self.precision = precision
         if self.device.type == "cpu":
             use_physical_cores()  # torch's default may count hyper-threads or CPUs we may not use
-        self.model = model.to(self.device).eval()
+        # in place, as .to(device) is: a half-precision predictor holds half-precision weights
+        self.model = to_precision(model, PRECISIONS[precision]).to(self.device).eval()
         self.name = name or model.config.name
         self.encode_calls = 0  # how many times the backbone ran (tests and the UI count it)
         self._lock = threading.RLock()
@@ -90,6 +97,8 @@ class Predictor:
         """
         from napari_odise.checkpoints.loading import load_model
 
+        _checked_choice(device, precision)  # before minutes of loading
+        load_options.setdefault("dtype", PRECISIONS[precision])  # no float32 copy on the way
         model = load_model(name_or_path, **load_options)
         return cls(model, device=device, precision=precision, name=str(name_or_path))
 

@@ -27,8 +27,8 @@ class ModelFields:
             form,
             "Precision",
             PRECISIONS,
-            "fp16/bf16: mixed precision (autocast), faster on recent GPUs with smaller activations; "
-            "weights stay fp32. fp16 needs a CUDA GPU",
+            "fp16/bf16: the weights are stored in half precision (half the memory, faster on recent "
+            "GPUs; slow on CPUs without native bf16). fp16 needs a CUDA GPU",
         )
         self.settings = _combo(
             form,

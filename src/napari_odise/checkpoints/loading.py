@@ -44,16 +44,28 @@ class HeadCheckpoint:
     has_config_file: bool
 
 
-def load_model(name_or_path: str | Path, **options) -> ODISE:
-    """The model a name or a checkpoint path stands for (``options`` go to :func:`load_official`)."""
+def load_model(name_or_path: str | Path, dtype=None, **options) -> ODISE:
+    """The model a name or a checkpoint path stands for (``options`` go to :func:`load_official`).
+
+    ``dtype`` (torch.float16/bfloat16) stores the weights in half precision (model/precision.py);
+    official weights are converted one tensor at a time as they are read, never all in float32."""
     name = str(name_or_path)
     if name in RANDOM_MODELS:
-        return build_odise(get_config(name))
+        return _in_dtype(build_odise(get_config(name)), dtype)
     if name in OFFICIAL_MODELS:
         from .official_loading import load_official
 
-        return load_official(name, **options)
-    return load_head_checkpoint(describe_checkpoint(name), **options)
+        return load_official(name, dtype=dtype, **options)
+    return load_head_checkpoint(describe_checkpoint(name), dtype=dtype, **options)
+
+
+def _in_dtype(model: ODISE, dtype) -> ODISE:
+    """Random weights are drawn in float32 (the same numbers at every precision), then stored in ``dtype``."""
+    if dtype is None:
+        return model
+    from napari_odise.model.precision import to_precision
+
+    return to_precision(model, dtype)
 
 
 def model_config(name_or_path: str | Path) -> ODISEConfig:
@@ -149,20 +161,20 @@ def _architecture_differences(config: ODISEConfig, base: ODISEConfig):
             yield item.name, ""
 
 
-def load_head_checkpoint(checkpoint: HeadCheckpoint, **options) -> ODISE:
+def load_head_checkpoint(checkpoint: HeadCheckpoint, dtype=None, **options) -> ODISE:
     """The head on its base model's frozen parts, built from the checkpoint's config from the start."""
     if not checkpoint.has_config_file:
         _log_release(checkpoint)
     if checkpoint.base in OFFICIAL_MODELS:
         from .official_loading import load_official
 
-        return load_official(checkpoint.base, odise=checkpoint.path, config=checkpoint.config, **options)
+        return load_official(checkpoint.base, odise=checkpoint.path, config=checkpoint.config, dtype=dtype, **options)
     from .head_files import read_head
     from .head_loading import convert_head, load_head_into
 
     model = build_odise(checkpoint.config)
     load_head_into(model, convert_head(read_head(checkpoint.path), model, str(checkpoint.path)))
-    return model
+    return _in_dtype(model, dtype)
 
 
 def _log_release(checkpoint: HeadCheckpoint) -> None:

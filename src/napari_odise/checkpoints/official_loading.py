@@ -36,6 +36,7 @@ def load_official(
     progress: bool = True,
     cache_dtype: torch.dtype | None = None,
     config: ODISEConfig | None = None,
+    dtype: torch.dtype | None = None,
     **sources,
 ) -> ODISE:
     """The released model ("official" or "official-caption") from the weights folder.
@@ -45,10 +46,11 @@ def load_official(
     ``napari-odise weights use`` / ``weights import``; the others must be the manifest's files,
     present in the weights folder (or downloaded when ``allow_download``) and verified.
     ``config`` is the model's config when it is not the preset's (a fine-tuned checkpoint's saved
-    inference settings): the model is built from it, never changed after.
+    inference settings): the model is built from it, never changed after. ``dtype`` (fp16/bf16)
+    stores the weights in half precision (model/precision.py).
     """
     paths = source_paths(name, sources, allow_download, progress)
-    return load_from_files(config or get_config(name), progress=progress, cache_dtype=cache_dtype, **paths)
+    return load_from_files(config or get_config(name), progress=progress, cache_dtype=cache_dtype, dtype=dtype, **paths)
 
 
 def source_paths(name: str, given: dict, allow_download: bool, progress: bool) -> dict[str, Path]:
@@ -92,18 +94,27 @@ def load_from_files(
     progress: bool = True,
     cache_dtype: torch.dtype | None = None,
     use_cache: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> ODISE:
     """ODISE for ``config`` with its head from ``odise``, UNet/VAE/text context from ``sd`` (ldm
-    checkpoint or diffusers folder) and CLIP from ``clip`` (OpenAI archive or open_clip state dict)."""
+    checkpoint or diffusers folder) and CLIP from ``clip`` (OpenAI archive or open_clip state dict).
+
+    ``dtype`` (torch.float16/bfloat16): the frozen weights are read from the cache straight into
+    that dtype, one tensor at a time, and the head is stored in it too (model/precision.py)."""
     if isinstance(config, str):
         config = get_config(config)
+    dtype = None if dtype == torch.float32 else dtype
     model = build_odise(config, device="meta")
-    parts = converted_parts(model, odise, sd, clip, progress, cache_dtype, use_cache)
-    _assign(model, parts, _head_kind(config))
-    if use_cache:  # text embeddings by string, on disk, for these CLIP weights
+    parts = converted_parts(model, odise, sd, clip, progress, cache_dtype, use_cache, dtype)
+    _assign(model, parts, _head_kind(config), dtype)
+    if dtype is not None:
+        from napari_odise.model.precision import to_precision
+
+        to_precision(model, dtype)
+    if use_cache:  # text embeddings by string, on disk, for these CLIP weights (and this dtype)
         from napari_odise.weights.text_store import TextEmbeddingStore
 
-        model.text_cache.store = TextEmbeddingStore.for_clip(source_digest(Path(clip)))
+        model.text_cache.store = TextEmbeddingStore.for_clip(source_digest(Path(clip)), dtype=dtype)
     return model.eval()
 
 
@@ -120,6 +131,23 @@ def prepare_official(name: str = "official", progress: bool = True, config: ODIS
         cache_path(_cache_kind(kind, config), source_digest(paths[role]), _stored_dtype(kind, config, None))
         for kind, role in _sources(config).items()
     ]
+
+
+def cache_built_model(model: ODISE, odise: str | Path, sd: str | Path, clip: str | Path) -> None:
+    """Write a float32 model's weights into the cache as the conversion of these source files
+    would, so :func:`load_from_files` on them loads this model: benchmarks load official-size
+    random weights the way users load the released ones (memory-mapped, or converted to a dtype)."""
+    config = model.config
+    digests = {role: source_digest(Path(path)) for role, path in (("odise", odise), ("sd", sd), ("clip", clip))}
+    parts = {
+        "unet": model.features.unet.state_dict(),
+        "vae": model.features.vae.state_dict(),
+        "sd_context": {"context": model.empty_context.float()},
+        "clip": model.clip.state_dict(),
+        _head_kind(config): model.trainable_state_dict(),
+    }
+    for kind, role in _sources(config).items():
+        _write(parts, (kind,), config, digests[role], None, use_cache=True)
 
 
 def _head_kind(config: ODISEConfig) -> str:
@@ -140,8 +168,10 @@ def _stored_dtype(kind: str, config: ODISEConfig, cache_dtype: torch.dtype | Non
     return cache_dtype
 
 
-def converted_parts(model: ODISE, odise, sd, clip, progress, cache_dtype, use_cache) -> dict:
-    """Every part's tensors under our names: from the cache, else converted (and cached)."""
+def converted_parts(model: ODISE, odise, sd, clip, progress, cache_dtype, use_cache, dtype=None) -> dict:
+    """Every part's tensors under our names: from the cache, else converted (and cached).
+
+    With ``dtype``, the UNet, VAE and CLIP tensors read from the cache come in that dtype."""
     config = model.config
     sources = _sources(config)
     files = {"sd": Path(sd), "clip": Path(clip), "odise": Path(odise)}
@@ -149,7 +179,7 @@ def converted_parts(model: ODISE, odise, sd, clip, progress, cache_dtype, use_ca
     parts = {kind: None for kind in sources}
     if use_cache:
         for kind, role in sources.items():
-            parts[kind] = _read_cached(kind, config, digests[role], cache_dtype)
+            parts[kind] = _read_cached(kind, config, digests[role], cache_dtype, dtype)
     if any(parts[k] is None for k in ("unet", "vae", "sd_context")):
         parts.update(_convert_sd(model, config, files["sd"]))
         _write(parts, ("unet", "vae", "sd_context"), config, digests["sd"], cache_dtype, use_cache)
@@ -168,11 +198,12 @@ def _cache_kind(kind: str, config: ODISEConfig) -> str:
     return kind if config.name in ("official", "official-caption") else f"{config.name}-{kind}"
 
 
-def _read_cached(kind: str, config: ODISEConfig, digest: str, cache_dtype) -> dict | None:
+def _read_cached(kind: str, config: ODISEConfig, digest: str, cache_dtype, dtype=None) -> dict | None:
     from napari_odise.weights import cache_path, read_cache
 
     path = cache_path(_cache_kind(kind, config), digest, _stored_dtype(kind, config, cache_dtype))
-    return read_cache(path, source_sha256=digest)
+    half = dtype if kind in ("unet", "vae", "clip") else None  # the head is cast once loaded; the context stays fp32
+    return read_cache(path, source_sha256=digest, dtype=half)
 
 
 def _write(parts: dict, kinds, config: ODISEConfig, digest: str, cache_dtype, use_cache: bool) -> None:
@@ -233,10 +264,21 @@ def _float32(state: dict) -> dict:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def _assign(model: ODISE, parts: dict, head_kind: str) -> None:
-    model.features.unet.load_state_dict(_float32(parts["unet"]), strict=True, assign=True)
-    model.features.vae.load_state_dict(_float32(parts["vae"]), strict=True, assign=True)
-    model.clip.load_state_dict(_float32(parts["clip"]), strict=True, assign=True)
+def _in_dtype(state: dict, dtype) -> dict:
+    """float32, or ``dtype`` when given: converted a tensor at a time, each source dropped as it goes."""
+    if dtype is None:
+        return _float32(state)
+    out = {}
+    for key in list(state):
+        value = state.pop(key)
+        out[key] = value.to(dtype) if value.is_floating_point() else value
+    return out
+
+
+def _assign(model: ODISE, parts: dict, head_kind: str, dtype=None) -> None:
+    model.features.unet.load_state_dict(_in_dtype(parts["unet"], dtype), strict=True, assign=True)
+    model.features.vae.load_state_dict(_in_dtype(parts["vae"], dtype), strict=True, assign=True)
+    model.clip.load_state_dict(_in_dtype(parts["clip"], dtype), strict=True, assign=True)
     load_head_into(model, _float32(parts[head_kind]), assign=True)
     model.empty_context = parts["sd_context"]["context"].float().clone()
     config = model.config

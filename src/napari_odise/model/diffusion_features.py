@@ -134,11 +134,14 @@ class DiffusionFeatureExtractor(nn.Module):
         return out["latent"], feats
 
     def noised(self, latent: torch.Tensor) -> torch.Tensor:
-        noise = self.noise.to(latent.dtype)
+        """The UNet's input, mixed in float32 whatever the model's dtype (the schedule's
+        coefficients and the noise do not survive half precision), then given the latent's dtype."""
+        noise = self.noise.float()
         if noise.shape[-2:] != latent.shape[-2:]:
             noise = F.interpolate(noise, size=latent.shape[-2:], mode="bicubic", align_corners=False)
         noise = noise.expand_as(latent)
-        return self.sqrt_alpha_bar * latent + self.sqrt_one_minus_alpha_bar * noise
+        mixed = self.sqrt_alpha_bar * latent.float() + self.sqrt_one_minus_alpha_bar * noise
+        return mixed.to(latent.dtype)
 
     def unet_features(self, noisy_latent, context, time_condition) -> list[torch.Tensor]:
         timestep = torch.zeros(noisy_latent.shape[0], dtype=torch.long, device=noisy_latent.device)

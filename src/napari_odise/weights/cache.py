@@ -235,9 +235,16 @@ def cache_problem(path: Path, source_sha256: str | None = None, deep: bool = Fal
 
 
 def read_cache(
-    path: Path, device: str | torch.device = "cpu", source_sha256: str | None = None, deep: bool = False
+    path: Path,
+    device: str | torch.device = "cpu",
+    source_sha256: str | None = None,
+    deep: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor] | None:
-    """The cached tensors (memory-mapped on CPU), or None on a miss. A damaged file is deleted."""
+    """The cached tensors (memory-mapped on CPU), or None on a miss. A damaged file is deleted.
+
+    With ``dtype``, floating-point tensors come back in that dtype, read and converted one at a
+    time (on CPU): a bfloat16 model read from a float32 cache never holds the float32 copy."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -246,6 +253,8 @@ def read_cache(
     problem = cache_problem(path, source_sha256=source_sha256, deep=deep)
     if problem is None:
         try:
+            if dtype is not None:
+                return _read_converted(path, dtype)
             return load_file(str(path), device=str(device))
         except Exception as error:  # header passed our checks but safetensors still disagrees
             problem = f"safetensors could not load it ({error})"
@@ -255,6 +264,32 @@ def read_cache(
     except OSError as error:  # e.g. still mapped by another process on Windows: rebuilding overwrites it
         log.warning("napari-odise: could not delete %s: %s", path, error)
     return None
+
+
+def _read_converted(path: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, floating-point ones in ``dtype``, read one at a time
+    with plain reads (a memory map would keep every page it touched resident until closed)."""
+    import torch
+
+    from .safe_load import _SAFETENSORS_DTYPES
+
+    tensors = {}
+    with open(path, "rb") as handle:
+        length, header = _read_header(handle, Path(path).stat().st_size)
+        header.pop("__metadata__", None)
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            begin, end = (int(x) for x in info["data_offsets"])
+            stored = _SAFETENSORS_DTYPES[info["dtype"]]
+            buffer = bytearray(end - begin)
+            handle.seek(8 + length + begin)
+            if handle.readinto(buffer) != len(buffer):
+                raise ValueError(f"{name}: the file ends inside the tensor")
+            tensor = torch.frombuffer(buffer, dtype=stored) if buffer else torch.empty(0, dtype=stored)
+            tensor = tensor.reshape(info["shape"])
+            if tensor.is_floating_point() and stored != dtype:
+                tensor = tensor.to(dtype)  # a new tensor: the stored bytes are freed with ``buffer``
+            tensors[name] = tensor
+    return tensors
 
 
 def cache_files() -> list[Path]:

@@ -24,8 +24,11 @@ DEFAULT_LIMIT_MB = 512  # about 170,000 embeddings of 768 floats: every preset s
 _SCHEMA = "CREATE TABLE IF NOT EXISTS embeddings (text TEXT PRIMARY KEY, vector BLOB NOT NULL, used REAL NOT NULL)"
 
 
-def store_path(clip_digest: str) -> Path:
-    return cache_dir() / FOLDER / f"clip-{clip_digest[:16]}.sqlite"
+def store_path(clip_digest: str, dtype: torch.dtype | None = None) -> Path:
+    """One file per CLIP weights and per dtype they run in (a bfloat16 CLIP embeds a little
+    differently: its strings must not be served to a float32 model)."""
+    suffix = "" if dtype in (None, torch.float32) else "-" + str(dtype).removeprefix("torch.")
+    return cache_dir() / FOLDER / f"clip-{clip_digest[:16]}{suffix}.sqlite"
 
 
 class TextEmbeddingStore:
@@ -44,8 +47,8 @@ class TextEmbeddingStore:
         return self  # a copied model shares the store (one connection, guarded by the lock)
 
     @classmethod
-    def for_clip(cls, clip_digest: str, **options) -> TextEmbeddingStore:
-        return cls(store_path(clip_digest), **options)
+    def for_clip(cls, clip_digest: str, dtype: torch.dtype | None = None, **options) -> TextEmbeddingStore:
+        return cls(store_path(clip_digest, dtype), **options)
 
     def get_many(self, texts: Iterable[str]) -> dict[str, torch.Tensor]:
         texts = list(dict.fromkeys(texts))
