@@ -232,10 +232,10 @@ def full_square_maskclip(clip, images01, mask_logits, cfg):
     tokens = clip_encoder._vision_tokens(visual, pixels)
     x = torch.cat([tokens[:, :1].expand(-1, q, -1), tokens], dim=1)
     n, p = x.shape[1], patch_blocked.shape[-1]
-    blocked = torch.zeros(b, n, n, dtype=torch.bool)
+    blocked = torch.zeros(b, n, n, dtype=torch.bool, device=x.device)
     blocked[:, :, :q] = True
     blocked[:, :q, q + 1 :] = patch_blocked
-    bias = torch.zeros(b, n, n).masked_fill_(blocked, float("-inf"))
+    bias = torch.zeros(b, n, n, device=x.device).masked_fill_(blocked, float("-inf"))
     bias = bias.repeat_interleave(visual.transformer.resblocks[0].attn.num_heads, dim=0)
     with torch.no_grad():
         x = visual.transformer(x, attn_mask=bias)
