@@ -13,7 +13,7 @@ from napari.utils.key_bindings import coerce_keybinding
 
 from napari_odise import Predictor, Vocabulary, proposals
 from napari_odise._widgets.gl_compat import guard_triton
-from napari_odise._widgets.proposal_picker import PROPOSAL_KEYS
+from napari_odise._widgets.proposal_picker import PROPOSAL_KEYS, outline
 from napari_odise._widgets.session import Session
 from napari_odise.models import ModelSpec
 
@@ -65,7 +65,9 @@ def press(viewer, key):
 
 
 def preview(viewer, layer):
-    return viewer.layers[f"{layer.name} proposal"].data.astype(bool)
+    shown = viewer.layers[f"{layer.name} proposal"]
+    assert shown.visible
+    return shown.data.astype(bool)
 
 
 def test_click_browse_replace_and_undo(panels, predictor):
@@ -86,7 +88,7 @@ def test_click_browse_replace_and_undo(panels, predictor):
         f"score {first.score:.2f}  {first.area:,} px"
     )
     assert layer.selected_label == before_map[y, x]  # napari's picker still picks
-    np.testing.assert_array_equal(preview(viewer, layer), proposals.proposal_mask(predictor, result, first))
+    np.testing.assert_array_equal(preview(viewer, layer), outline(proposals.proposal_mask(predictor, result, first), 2))
     assert viewer.layers.selection.active is layer  # keys still go to the segments
 
     press(viewer, "Down")
@@ -95,7 +97,7 @@ def test_click_browse_replace_and_undo(panels, predictor):
     assert picker.shown == 1 and picker.list.currentRow() == 1
     chosen = expected[1]
     mask = proposals.proposal_mask(predictor, result, chosen)
-    np.testing.assert_array_equal(preview(viewer, layer), mask)
+    np.testing.assert_array_equal(preview(viewer, layer), outline(mask, 2))
 
     press(viewer, "Enter")
     new_id = int(layer.data[y, x])
@@ -109,7 +111,7 @@ def test_click_browse_replace_and_undo(panels, predictor):
     )
     assert layer.features.set_index("index").loc[new_id, "category"] == chosen.category.name
     assert layer.selected_label == new_id and f"#{new_id} {chosen.category.name}" in refine.current.text()
-    assert picker.list.count() == 0 and f"{layer.name} proposal" not in viewer.layers
+    assert picker.list.count() == 0 and not viewer.layers[f"{layer.name} proposal"].visible
 
     press(viewer, "Control-Z")
     np.testing.assert_array_equal(layer.data, before_map)
@@ -145,8 +147,18 @@ def test_q_at_the_cursor_follows_the_vocabulary_and_escape_closes(panels, predic
     assert names == [p.category.name for p in expected] and set(names) <= set(vocabulary.names)
 
     press(viewer, "Escape")
-    assert picker.list.count() == 0 and f"{layer.name} proposal" not in viewer.layers
+    assert picker.list.count() == 0 and not viewer.layers[f"{layer.name} proposal"].visible
     press(viewer, "Enter")  # nothing listed: nothing replaced
     np.testing.assert_array_equal(layer.data, before)
     press(viewer, "Q")  # and at the cursor again: the new vocabulary's categories
     assert [p.query for p in picker.proposals] == [p.query for p in expected]
+
+
+def test_the_outline_is_the_masks_edge_band():
+    mask = np.zeros((10, 10), bool)
+    mask[2:8, 1:9] = True
+    band = outline(mask, 2)
+    expected = mask.copy()
+    expected[4:6, 3:7] = False  # two steps in from every edge
+    np.testing.assert_array_equal(band, expected)
+    assert not outline(np.zeros((4, 4), bool), 2).any()
