@@ -16,7 +16,8 @@ difference of every output tensor of ``encode``). Each size also prints the forw
 TFLOP (counted on the meta device) and the fp32 matrix-multiply rate the machine gave right after
 it, which says how far any fp32 implementation could go on this machine. ``--maskclip-ab N``
 times MaskCLIP's full-square attention layout (as the official code, and this project before
-model/maskclip_attention.py) against the current one on the same masks, N rounds alternating.
+model/maskclip_attention.py) against the current one on the same masks, N rounds alternating;
+``--maskclip-only --maskclip-ab 2`` does that with CLIP alone (2 GB, a minute of CPU).
 """
 
 from __future__ import annotations
@@ -270,6 +271,36 @@ def maskclip_side_by_side(model, image, settings, encoded, rounds: int) -> None:
     print(f"    largest difference / largest value: {rel:.2e}", flush=True)
 
 
+def maskclip_only(args) -> int:
+    """MaskCLIP alone (CLIP's weights only, no lock needed): both layouts side by side on a
+    512x640 random image with smooth random masks (about half of each query's patches blocked)."""
+    import torch
+
+    from napari_odise.model import clip_encoder
+    from napari_odise.model.config import get_config
+
+    cfg = get_config(args.config).clip
+    torch.manual_seed(0)
+    clip = clip_encoder.build_clip(cfg)
+    generator = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 3, 512, 640, generator=generator)
+    coarse = torch.randn(1, 100, 8, 10, generator=generator) * 4
+    logits = torch.nn.functional.interpolate(coarse, size=(128, 160), mode="bilinear")
+    print(f"machine: {os.cpu_count()} CPUs, threads {torch.get_num_threads()}, load average {load_average()}")
+    runs, results = {"full square (before)": [], "maskclip_attention (after)": []}, {}
+    for _ in range(max(1, args.maskclip_ab)):
+        for name, fn in (("full square (before)", full_square_maskclip), ("maskclip_attention (after)", clip_encoder.mask_embeddings)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            with torch.no_grad():
+                results[name] = fn(clip, image, logits, cfg)
+            runs[name].append(f"{time.perf_counter() - wall:.1f} s wall / {time.process_time() - cpu:.1f} s CPU (load {os.getloadavg()[0]:.1f})")
+    for name, lines in runs.items():
+        print(f"{name:28s} {', '.join(lines)}")
+    old, new = results["full square (before)"], results["maskclip_attention (after)"]
+    print(f"largest difference / largest value: {((new - old).abs().max() / old.abs().max()).item():.2e}")
+    return 0
+
+
 def print_size(size: str, row: dict) -> None:
     padded = "x".join(map(str, row["padded"]))
     walls = ", ".join(f"{w:.1f}" for w in row["all_walls"])
@@ -313,6 +344,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="with --before: before/after pairs of processes")
     parser.add_argument("--maskclip-ab", type=int, default=0, metavar="ROUNDS",
                         help="after the first size, time MaskCLIP's full-square layout against the current one")
+    parser.add_argument("--maskclip-only", action="store_true",
+                        help="only MaskCLIP's two layouts side by side (CLIP alone; --maskclip-ab rounds, default 1)")
     parser.add_argument("--no-warmup", action="store_true", help="time the first forward too (no warm-up)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--label", default="after", help=argparse.SUPPRESS)
@@ -321,6 +354,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
+    if args.maskclip_only:
+        return maskclip_only(args)
 
     print(f"machine: {os.cpu_count()} CPUs ({os.uname().machine}), load average {load_average()} at the start")
     with tempfile.TemporaryDirectory(prefix="odise-profile-") as tmp:
