@@ -207,3 +207,25 @@ def test_results_without_tensors_and_pixels_outside_are_refused(predictor, resul
         proposals.proposals_at(predictor, imported, 0, 0)
     with pytest.raises(InvalidInputError, match="outside the image"):
         proposals.proposals_at(predictor, result, 96, 0)
+
+
+def test_prepare_builds_once_and_prepared_says_when_a_click_needs_no_model_call(predictor):
+    fresh = predictor.predict(random_image(64, 80, seed=3), STREET, settings=predictor.named_settings("demo"))
+    assert not proposals.prepared(predictor, fresh, STREET)
+    proposals.prepare(predictor, fresh)  # the result's own vocabulary
+    assert proposals.prepared(predictor, fresh, STREET) and not proposals.prepared(predictor, fresh, ANIMALS)
+    index = proposals.mask_index(predictor, fresh)
+    proposals.prepare(predictor, fresh, ANIMALS)  # another vocabulary: same index, new classes
+    assert proposals.prepared(predictor, fresh, ANIMALS) and proposals.mask_index(predictor, fresh) is index
+    calls = []
+    original = predictor.class_logprobs
+    predictor.class_logprobs = lambda *a, **k: calls.append(a) or original(*a, **k)
+    try:
+        assert listing(proposals.proposals_at(predictor, fresh, 10, 10, ANIMALS)) == brute_force(
+            predictor, fresh, 10, 10, ANIMALS
+        )
+    finally:
+        del predictor.class_logprobs
+    assert calls == []  # prepared: the click read only what was built
+    imported = PanopticResult.from_segments_info(np.zeros_like(fresh.label_map), [], STREET)
+    assert proposals.prepared(predictor, imported)  # nothing to build: proposals_at says why at once

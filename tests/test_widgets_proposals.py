@@ -1,8 +1,10 @@
 """Proposals at a click in a real (headless) viewer: Segment and Refine opened from the Plugins
 menu, a click in pick mode lists the model's proposals, Down/Up move the outline, Enter replaces
 the segment, napari's undo restores pixels and table; Q at the cursor after a vocabulary change
-lists the new vocabulary's categories; Escape closes, and without a list keeps napari's meaning."""
+lists the new vocabulary's categories; Escape closes, and without a list keeps napari's meaning.
+What a click reads is built in a worker thread; a click during the build lists once it is done."""
 
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,7 +31,13 @@ def predictor():
 @pytest.fixture
 def panels(make_napari_viewer, predictor, qtbot, tmp_path):
     """A photo segmented with the tiny model from the Segment widget, and the Refine panel on it,
-    both opened the way users open them."""
+    both opened the way users open them; the proposals built (in the background)."""
+    opened = open_panels(make_napari_viewer, predictor, qtbot, tmp_path)
+    qtbot.waitUntil(lambda: not opened[2].proposals.preparing, timeout=60_000)
+    return opened
+
+
+def open_panels(make_napari_viewer, predictor, qtbot, tmp_path):
     viewer = make_napari_viewer()
     viewer.add_image(random_image(96, 128, seed=0), name="photo", rgb=True)
     _, segment = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
@@ -135,6 +143,7 @@ def test_q_at_the_cursor_follows_the_vocabulary_and_escape_closes(panels, predic
     session.vocabulary.remove(*STREET.names[1:])  # a vocabulary change re-labels the layer
     session.vocabulary.add_text(animals.to_text())
     qtbot.waitUntil(lambda: not segment.busy, timeout=180_000)
+    qtbot.waitUntil(lambda: not picker.preparing, timeout=60_000)  # the new vocabulary's classes
     vocabulary = state.vocabulary
     assert set(vocabulary.names) == {"person", *animals.names}
 
@@ -152,6 +161,36 @@ def test_q_at_the_cursor_follows_the_vocabulary_and_escape_closes(panels, predic
     np.testing.assert_array_equal(layer.data, before)
     press(viewer, "Q")  # and at the cursor again: the new vocabulary's categories
     assert [p.query for p in picker.proposals] == [p.query for p in expected]
+
+
+def test_proposals_are_built_off_the_gui_thread_and_a_click_meanwhile_lists_when_ready(
+    make_napari_viewer, predictor, qtbot, tmp_path, monkeypatch
+):
+    builders, gate = [], threading.Event()
+    build = proposals.QueryMaskIndex.from_probabilities
+
+    def held_build(shape, probabilities):  # a slow build: held until the test lets it go
+        builders.append(threading.current_thread())
+        assert gate.wait(60)
+        return build(shape, probabilities)
+
+    monkeypatch.setattr(proposals.QueryMaskIndex, "from_probabilities", staticmethod(held_build))
+    viewer, _, refine, layer = open_panels(make_napari_viewer, predictor, qtbot, tmp_path)
+    picker, result = refine.proposals, refine.state.model_results[()]
+    qtbot.waitUntil(lambda: len(builders) == 1, timeout=10_000)  # started when the panel found the results
+    assert picker.preparing and not proposals.prepared(predictor, result, STREET)
+
+    y, x = 48, 64
+    refine.pick_mode()
+    click(layer, y, x)  # returns at once, the build still held
+    assert not gate.is_set() and picker.list.count() == 0
+    assert picker.status.text().startswith("preparing proposals")
+    gate.set()
+    qtbot.waitUntil(lambda: picker.list.count() > 0, timeout=60_000)
+    expected = proposals.proposals_at(predictor, result, y, x, STREET)
+    assert [p.query for p in picker.proposals] == [p.query for p in expected] and picker.at == ((), y, x)
+    assert picker.list.count() == len(expected) and preview(viewer, layer).any()
+    assert len(builders) == 1 and builders[0] is not threading.main_thread()
 
 
 def test_the_outline_is_the_masks_edge_band():

@@ -18,6 +18,9 @@ click reads a few bytes per query and upsamples nothing). Class probabilities ar
 :meth:`Predictor.class_logprobs` and kept per vocabulary, so categories always follow the
 vocabulary asked for. Results loaded from the batch store work the same way
 (``BatchStore.load_result(key, with_encoded=True)``).
+
+Building the index takes seconds on a large image: a GUI calls :func:`prepare` in a worker thread
+and asks :func:`prepared` (which never waits) before listing on its own thread.
 """
 
 from __future__ import annotations
@@ -145,7 +148,8 @@ class _ImageCache:
 
 
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # EncodedImage -> _ImageCache
-_cache_lock = threading.Lock()
+_cache_lock = threading.Lock()  # held only to read or update the caches, never while building
+_build_lock = threading.Lock()  # one build at a time: a second caller waits for, then reuses, the first's
 
 
 def mask_index(predictor, result: PanopticResult) -> QueryMaskIndex:
@@ -163,16 +167,44 @@ def _image_cache(predictor, result: PanopticResult) -> _ImageCache:
             _cache.pop(encoded)
             _cache[encoded] = entry  # most recently used last
             return entry
-    masks = predictor.model.query_masks(encoded, _settings(predictor, result))
-    index = QueryMaskIndex.from_probabilities(
-        encoded.geometry.output_size, masks.iter(list(range(encoded.num_queries)))
-    )
-    entry = _ImageCache(index)
-    with _cache_lock:
-        _cache[encoded] = entry
-        while len(_cache) > _KEPT_INDEXES:
-            _cache.pop(next(iter(_cache)))
+    with _build_lock:
+        with _cache_lock:
+            entry = _cache.get(encoded)  # built by another thread while this one waited
+        if entry is not None:
+            return entry
+        masks = predictor.model.query_masks(encoded, _settings(predictor, result))
+        index = QueryMaskIndex.from_probabilities(
+            encoded.geometry.output_size, masks.iter(list(range(encoded.num_queries)))
+        )
+        entry = _ImageCache(index)
+        with _cache_lock:
+            _cache[encoded] = entry
+            while len(_cache) > _KEPT_INDEXES:
+                _cache.pop(next(iter(_cache)))
     return entry
+
+
+def prepare(predictor, result: PanopticResult, vocabulary: Vocabulary | None = None) -> None:
+    """Build what a click anywhere on ``result`` needs under ``vocabulary`` (default: the
+    result's): the mask index and the queries' class probabilities. Seconds on a large image (and
+    it waits for the predictor while the model runs elsewhere): call it off the GUI thread."""
+    _classes(predictor, result, vocabulary if vocabulary is not None else result.vocabulary)
+
+
+def prepared(predictor, result: PanopticResult, vocabulary: Vocabulary | None = None) -> bool:
+    """Whether :func:`proposals_at` answers for ``result`` under ``vocabulary`` from what is built,
+    with no model call: a GUI lists only then. Never waits for a build in progress."""
+    if result.encoded is None:
+        return True  # nothing to build: proposals_at says why at once
+    vocabulary = vocabulary if vocabulary is not None else result.vocabulary
+    with _cache_lock:
+        entry = _cache.get(result.encoded)
+        return entry is not None and _classes_key(predictor, result, vocabulary) in entry.classes
+
+
+def _classes_key(predictor, result: PanopticResult, vocabulary: Vocabulary) -> tuple:
+    settings = _settings(predictor, result)
+    return (weakref.ref(predictor.model), vocabulary, tuple(sorted(settings.classify_part().items())))
 
 
 def _encoded(result: PanopticResult):
@@ -191,7 +223,7 @@ def _settings(predictor, result: PanopticResult):
 def _classes(predictor, result: PanopticResult, vocabulary: Vocabulary) -> _Classes:
     entry = _image_cache(predictor, result)
     settings = _settings(predictor, result)
-    key = (weakref.ref(predictor.model), vocabulary, tuple(sorted(settings.classify_part().items())))
+    key = _classes_key(predictor, result, vocabulary)
     with _cache_lock:
         found = entry.classes.get(key)
     if found is not None:

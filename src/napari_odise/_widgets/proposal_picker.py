@@ -6,6 +6,11 @@ A plain click in pick mode (or Q at the cursor) lists them; Down/Up browse (the 
 outlined on the canvas); Enter replaces the segment under the click with it (Shift+Enter: fills
 only unlabeled pixels, other segments keep theirs); Escape closes the list. While no list is
 open, Enter and Escape keep napari's own meaning (complete / reset a polygon).
+
+What a click reads (the query mask index and the class probabilities under the layer's
+vocabulary) is built in a napari worker as soon as the panel follows a layer with model results,
+again after a model run or vocabulary change, and for the plane shown: the GUI thread never
+builds it. A click before it is ready says "preparing proposals..." and lists when it is.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import inspect
 
 import numpy as np
 from napari.layers import Labels
+from napari.qt.threading import create_worker
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.key_bindings import coerce_keybinding
 from napari.utils.notifications import show_error
@@ -22,8 +28,9 @@ from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QListWidget, QPushBut
 from napari_odise import proposals
 from napari_odise.errors import UserError
 
+from .failures import report
 from .overlays import DERIVED_KEY
-from .planes import plane_axes
+from .planes import current_plane, plane_axes
 from .shortcuts import LayerKeys
 
 # key -> (picker method, description): bound on the refined layer the way shortcuts.py binds
@@ -111,6 +118,11 @@ class ProposalPicker(QWidget):
         self._result = None
         self._predictor = None
         self._vocabulary = None
+        self._state = None  # the layer's SegmentationLayer, whose changes start a build
+        self._worker = None  # the build in progress (one at a time)
+        self._building = None  # (result, vocabulary) it builds
+        self._failed = None  # (result, vocabulary) whose build raised: not tried again
+        self._waiting: tuple[tuple, int, int] | None = None  # a click to list once the build is done
         self._preview = ProposalPreview(self.viewer)
         self._keys = LayerKeys(self._key, PROPOSAL_KEYS)
 
@@ -138,6 +150,7 @@ class ProposalPicker(QWidget):
         row.addWidget(cancel)
         layout.addLayout(row)
         layout.addWidget(self.only_unlabeled)
+        self.viewer.dims.events.current_step.connect(self.prepare_shown)
 
     # --- following the panel's layer -------------------------------------------------------------
     def set_layer(self, layer: Labels | None) -> None:
@@ -148,14 +161,65 @@ class ProposalPicker(QWidget):
         if self.layer is not None:
             self.layer.events.mode.disconnect(self._on_mode)
             self._keys.unbind()
-        self.layer = layer
+        if self._state is not None:
+            self._state.table_changed.disconnect(self.prepare_shown)
+        self.layer, self._state = layer, None
         if layer is not None:
             layer.events.mode.connect(self._on_mode)
             self._keys.bind(layer)
+            self._state = self.panel.state
+            self._state.table_changed.connect(self.prepare_shown)  # new results, new vocabulary
+            self.prepare_shown()
 
     def _on_mode(self, event=None) -> None:
         if self.layer is not None and self.layer.mode not in ("pick", "pan_zoom"):
             self.cancel()  # painting: Enter and Escape are napari's polygon keys again
+
+    # --- building in the background ----------------------------------------------------------------
+    def prepare_shown(self, *_) -> None:
+        """Start building the shown plane's proposals (unless built, or being built)."""
+        if self.layer is not None and self.layer.data.ndim >= 2:
+            self._prepare(current_plane(self.layer, self.viewer.dims.point))
+
+    def _prepare(self, key: tuple) -> str:
+        """"ready" (or nothing to build: listing says why), "building" or "failed" for plane ``key``;
+        starts the build when none runs."""
+        state = self.panel.state
+        result = None if state is None else state.model_results.get(key)
+        predictor = None if result is None else self.panel.session.loaded_predictor(state)
+        if predictor is None or result.encoded is None:
+            return "ready"
+        vocabulary = state.vocabulary
+        if proposals.prepared(predictor, result, vocabulary):
+            return "ready"
+        if self._failed is not None and self._failed[0] is result and self._failed[1] == vocabulary:
+            return "failed"
+        if self._worker is None:  # one build at a time: when it ends, the shown plane is checked again
+            self._building = (result, vocabulary)
+            worker = create_worker(proposals.prepare, predictor, result, vocabulary, _start_thread=False)
+            worker.errored.connect(self._on_build_error)
+            worker.finished.connect(self._on_built)
+            self._worker = worker
+            worker.start()
+        return "building"
+
+    def _on_build_error(self, error: Exception) -> None:
+        self._failed, self._waiting = self._building, None
+        self.status.setText("The proposals could not be prepared")
+        report(error, "proposals")
+
+    def _on_built(self) -> None:
+        self._worker = self._building = None
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and self.layer is not None:
+            self.propose(*waiting)  # the click made while building (it builds again if things changed)
+        else:
+            self.prepare_shown()  # the plane or the results may have changed meanwhile
+
+    @property
+    def preparing(self) -> bool:
+        """Whether a build runs in the background."""
+        return self._worker is not None
 
     # --- listing -----------------------------------------------------------------------------------
     def click(self, layer, event) -> None:
@@ -188,6 +252,14 @@ class ProposalPicker(QWidget):
         predictor = self.panel.session.loaded_predictor(state)
         if predictor is None:
             self._message("No model proposals: the model that made this layer is not loaded (run Segment again)")
+            return
+        built = self._prepare(key)
+        if built != "ready":
+            self._message(
+                "preparing proposals... (they are listed when ready)" if built == "building"
+                else "The proposals could not be prepared here (see the error shown)"
+            )
+            self._waiting = (key, y, x) if built == "building" else None
             return
         try:
             found = proposals.proposals_at(predictor, result, y, x, state.vocabulary)
@@ -233,6 +305,9 @@ class ProposalPicker(QWidget):
         """Make proposal ``k`` the shown one: highlighted in the list, outlined on the canvas."""
         if not self.proposals:
             return
+        if not proposals.prepared(self._predictor, self._result, self._vocabulary):
+            self.propose(*self.at)  # its index was dropped since (other images): built again, off this thread
+            return
         self.shown = k % len(self.proposals)
         self.list.blockSignals(True)
         self.list.setCurrentRow(self.shown)
@@ -259,7 +334,11 @@ class ProposalPicker(QWidget):
             return None
         only = self.only_unlabeled.isChecked() if only_unlabeled is None else only_unlabeled
         state, (key, y, x) = self.panel.state, self.at
-        if state.vocabulary != self._vocabulary or state.model_results.get(key) is not self._result:
+        if (
+            state.vocabulary != self._vocabulary
+            or state.model_results.get(key) is not self._result
+            or not proposals.prepared(self._predictor, self._result, self._vocabulary)
+        ):
             self.propose(key, y, x)  # re-labelled or re-segmented since: list what the model says now
             self.status.setText("The segmentation changed since the list was made; listed again: " + self.status.text())
             return None
@@ -288,8 +367,9 @@ class ProposalPicker(QWidget):
         return self.accept(only_unlabeled=True)
 
     def cancel(self) -> None:
-        """Close the list; the outline goes."""
+        """Close the list (and forget a click waiting for the build); the outline goes."""
         self._clear()
+        self._waiting = None
         self._preview.hide()
 
     def _clear(self) -> None:
@@ -299,7 +379,7 @@ class ProposalPicker(QWidget):
 
     # --- keys --------------------------------------------------------------------------------------
     def _key(self, method: str) -> None:
-        if method in _WHILE_OPEN and not self.proposals:
+        if method in _WHILE_OPEN and not self.proposals and not (method == "cancel" and self._waiting):
             self._forward(method)
             return
         getattr(self, method)()
