@@ -4,6 +4,11 @@ progress bar, Cancel, and resume by pressing Run again.
 A thin face on :func:`napari_odise.batch.run_batch`, which runs in a napari worker thread; its
 progress callback reaches the bar through a Qt signal (queued to the GUI thread). Everything
 here can be done from a script or with ``napari-odise segment``.
+
+"Open in napari..." puts one image of the output folder's store into the viewer (its picture and
+its panoptic Labels layer, with the model's tensors kept for proposals and vocabulary changes):
+a thin face on :func:`napari_odise.batch.open_stored.open_stored_image`, read and with the
+store's model loaded (shared pool) in a worker.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class BatchWidget(QWidget):
         self.viewer = unwrap(napari_viewer)  # the real viewer behind the Plugins menu's proxy
         self.model_settings: dict = {}  # resolution options (e.g. short_edge) over the model's own, for scripted runs
         self.worker = None
+        self.open_worker = None
         self.summary = None
         self._cancel = threading.Event()
         self._bridge = _ProgressBridge()
@@ -94,11 +100,28 @@ class BatchWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        self.open_combo = QComboBox()
+        self.open_combo.setToolTip("an image of the output folder's store (List: read the folder again)")
+        list_button = QPushButton("List")
+        list_button.clicked.connect(self.list_stored)
+        self.open_button = QPushButton("Open in napari...")
+        self.open_button.setToolTip(
+            "add the image and its panoptic labels to the viewer, with the model's tensors: "
+            "proposals in the Refine panel and vocabulary changes need no new model run"
+        )
+        self.open_button.clicked.connect(self.open_stored)
+        self.output_edit.editingFinished.connect(self.list_stored)
+        opening = QHBoxLayout()
+        opening.addWidget(self.open_combo, 1)
+        opening.addWidget(list_button)
+        opening.addWidget(self.open_button)
         layout = scrolling_layout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
+        layout.addWidget(QLabel("Stored images"))
+        layout.addLayout(opening)
         layout.addStretch()
 
     # -- choosing folders --------------------------------------------------------------------
@@ -180,6 +203,7 @@ class BatchWidget(QWidget):
             return
         self.summary = summary
         self.status.setText(summary.text())
+        self.list_stored()
 
     def _failed(self, error):
         """Not a refusal (those come back as ``_Refused``): a bug, which napari reports with its traceback."""
@@ -191,6 +215,68 @@ class BatchWidget(QWidget):
         self.cancel_button.setEnabled(False)
         if self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
+
+
+    # -- opening a stored image ------------------------------------------------------------------
+    def list_stored(self) -> list[str]:
+        """Offer the output folder's stored images in the list (none: the folder has no store)."""
+        from napari_odise.batch.open_stored import stored_keys
+        from napari_odise.errors import UserError
+
+        out = self.output_edit.text().strip()
+        try:
+            keys = stored_keys(out) if out and Path(out).is_dir() else []
+        except UserError:
+            keys = []
+        current = self.open_combo.currentText()
+        self.open_combo.clear()
+        self.open_combo.addItems(keys)
+        if current in keys:
+            self.open_combo.setCurrentText(current)
+        return keys
+
+    def open_stored(self) -> None:
+        """Open the chosen stored image in the viewer; reading it (and loading the store's model the
+        first time) runs in a worker."""
+        from .session import Session
+
+        key, out = self.open_combo.currentText(), self.output_edit.text().strip()
+        if not key or not out:
+            self.status.setText("Choose an output folder with a store, then an image in the list (List reads it).")
+            return
+        if self.viewer is None:
+            self.status.setText("Opening needs the napari viewer (open this widget from the Plugins menu).")
+            return
+        choice = self.model_fields.choice()
+        images = self.input_edit.text().strip() or None
+        self.open_button.setEnabled(False)
+        self.status.setText(f"Opening {key} (reading its tensors; loading the model the first time)...")
+        pool = Session.of(self.viewer).pool  # the Segment and Refine widgets' models
+        self.open_worker = create_worker(_open_or_explain, out, key, images, choice, pool, _start_thread=False)
+        self.open_worker.returned.connect(self._opened)
+        self.open_worker.errored.connect(self._failed_to_open)
+        self.open_worker.finished.connect(lambda: self.open_button.setEnabled(True))
+        self.open_worker.start()
+
+    def _opened(self, opened) -> None:
+        from .session import Session
+
+        if isinstance(opened, _Refused):
+            self.status.setText(f"Could not open the image: {opened.reason}")
+            return
+        stored, choice = opened
+        image = self.viewer.add_image(stored.pixels, name=stored.key, rgb=True)
+        result = stored.result
+        labels = Session.of(self.viewer).apply_segmentation(image, {(): result}, result.vocabulary, choice)
+        self.viewer.layers.selection.active = labels
+        self.status.setText(
+            f"Opened {stored.key}: {len(result.segments)} segments; the Refine panel's proposals "
+            "and vocabulary changes use the stored model tensors"
+        )
+
+    def _failed_to_open(self, error) -> None:
+        self.status.setText(f"Opening stopped on an error: {error}")
+        raise error
 
 
 @dataclass(frozen=True)
@@ -210,6 +296,22 @@ def _run_or_explain(inputs, out, vocabulary, spec, options, settings_name, setti
         predictor = default_pool().get(spec)
         settings = predictor.named_settings(settings_name, **settings_changes)
         return run_batch(inputs, out, vocabulary, predictor, options, settings=settings, **kwargs)
+    except UserError as error:
+        return _Refused(str(error))
+
+
+def _open_or_explain(out, key, images, choice, pool):
+    """(StoredImage, ModelChoice naming the store's model) for ``_opened``, the model loaded in the
+    shared pool; a refusal (no store, image file not found) comes back as ``_Refused``."""
+    from napari_odise.batch.open_stored import open_stored_image, stored_model
+    from napari_odise.errors import UserError
+    from .session import ModelChoice
+
+    try:
+        stored = open_stored_image(out, key, images)
+        spec = stored_model(out, choice.device)
+        pool.get(spec)  # loaded here, off the GUI thread; the Refine panel peeks it
+        return stored, ModelChoice(spec.name, spec.device, spec.precision, choice.settings)
     except UserError as error:
         return _Refused(str(error))
 

@@ -9,7 +9,8 @@
 
 Modules: discovery (which files, shards), reading (files and TIFF pages -> arrays), store (zarr
 layout), publish (atomic groups), files (per-image PNG/JSON/overlay), coco (dataset output),
-job (one image), runner (the run), distributed (Dask), relabel, merge, progress, summary.
+job (one image), runner (the run), distributed (Dask), relabel, merge, progress, summary,
+open_stored (one stored image back as pixels + result with tensors, for napari).
 docs/batch.md describes the outputs and the guarantees.
 """
 
@@ -37,11 +38,13 @@ _LAZY = {
     "expand": "reading",
     "load_vocabulary": "vocabularies",
     "merge_outputs": "merge",
+    "open_stored_image": "open_stored",
     "parse_shard": "discovery",
     "read_item": "reading",
     "relabel_store": "relabel",
     "run_batch": "runner",
     "select_shard": "discovery",
+    "stored_keys": "open_stored",
 }
 
 __all__ = sorted(_LAZY)
