@@ -156,8 +156,14 @@ def test_open_a_stored_image_and_accept_a_proposal_in_the_refine_panel(make_napa
     row = state.table[state.table["id"] == new_id].iloc[0]
     assert (row["category"], row["area"], row["source"]) == (chosen.category.name, mask.sum(), "edited")
 
+    _, segment = viewer.window.add_plugin_dock_widget("napari-odise", "Segment")
+    segment.image_combo.setCurrentText("coffee.png")
     animals = Vocabulary.parse("cat\ndog\ncup\ntable (stuff)")
-    work = Session.of(viewer).relabel_work(state, animals)
-    assert work is not None  # the stored tensors re-label the layer
-    relabelled = work()[()]
-    assert relabelled.vocabulary == animals and predictor.encode_calls == encodes
+    animals.save(tmp_path / "animals.txt")
+    Session.of(viewer).vocabulary.load(tmp_path / "animals.txt")  # the Segment widget re-labels the layer
+    qtbot.waitUntil(lambda: state.vocabulary == animals and not segment.busy, timeout=60_000)
+    assert state.model_results[()].vocabulary == animals and predictor.encode_calls == encodes  # no backbone
+    assert (layer.data[mask] == new_id).all()  # the accepted (edited) segment stays
+    qtbot.waitUntil(lambda: not picker.preparing, timeout=60_000)  # built again for the new categories
+    picker.propose((), y, x)
+    assert picker.proposals and {p.category.name for p in picker.proposals} <= set(animals.names)
