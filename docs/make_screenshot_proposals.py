@@ -41,6 +41,7 @@ def main() -> None:
     layer = viewer.layers["astronaut panoptic"]
     layer.opacity = 0.4  # the photo shows through, the outline stands out
     viewer.layers.selection.active = layer
+    wait(app, lambda: not refine.proposals.preparing)  # built in the background once the panel has the layer
     refine.pick_mode()
     y, x = 250, 230
     event = SimpleNamespace(
