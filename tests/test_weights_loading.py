@@ -396,3 +396,28 @@ def test_bf16_start_reads_the_float32_cache_straight_into_bf16(files, source, mo
     assert model.category_head.text_proj.weight.dtype == torch.float32
     assert model.empty_context.dtype == torch.float32
     assert model.text_cache.store.path.name.endswith("-bfloat16.sqlite")
+
+
+def _mapped_ranges(path: Path) -> list[tuple[int, int]]:
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(str(path)):
+            start, end = line.split()[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux's /proc/self/maps")
+def test_the_first_start_uses_the_memory_mapped_cache_it_just_wrote(files, source):
+    """Converting writes the cache; the model then holds the file's pages, as later starts do,
+    not the converted copies (which would stay in ordinary memory for the whole session)."""
+    from napari_odise.checkpoints.official_loading import _cache_kind, source_digest
+    from napari_odise.weights import cache_path
+
+    model = load_from_files(tiny_config(), progress=False, **files)
+    assert_same_model(model, source[0])
+    unet_file = cache_path(_cache_kind("unet", model.config), source_digest(Path(files["sd"])), None)
+    ranges = _mapped_ranges(unet_file.resolve())
+    assert ranges, f"{unet_file} is not mapped"
+    weights = [p for p in model.features.unet.parameters() if p.numel() > 0]
+    assert weights and all(any(a <= p.data_ptr() < b for a, b in ranges) for p in weights)

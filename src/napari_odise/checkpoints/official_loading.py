@@ -182,14 +182,14 @@ def converted_parts(model: ODISE, odise, sd, clip, progress, cache_dtype, use_ca
             parts[kind] = _read_cached(kind, config, digests[role], cache_dtype, dtype)
     if any(parts[k] is None for k in ("unet", "vae", "sd_context")):
         parts.update(_convert_sd(model, config, files["sd"]))
-        _write(parts, ("unet", "vae", "sd_context"), config, digests["sd"], cache_dtype, use_cache)
+        _write(parts, ("unet", "vae", "sd_context"), config, digests["sd"], cache_dtype, use_cache, dtype)
     if parts["clip"] is None:
         parts["clip"] = _convert_clip(model, files["clip"])
-        _write(parts, ("clip",), config, digests["clip"], cache_dtype, use_cache)
+        _write(parts, ("clip",), config, digests["clip"], cache_dtype, use_cache, dtype)
     head_kind = _head_kind(config)
     if parts[head_kind] is None:
         parts[head_kind] = _convert_head(model, files["odise"])
-        _write(parts, (head_kind,), config, digests["odise"], cache_dtype, use_cache)
+        _write(parts, (head_kind,), config, digests["odise"], cache_dtype, use_cache, dtype)
     return parts
 
 
@@ -206,17 +206,22 @@ def _read_cached(kind: str, config: ODISEConfig, digest: str, cache_dtype, dtype
     return read_cache(path, source_sha256=digest, dtype=half)
 
 
-def _write(parts: dict, kinds, config: ODISEConfig, digest: str, cache_dtype, use_cache: bool) -> None:
-    """Cache ``parts[kind]`` for each kind, and round the in-memory copy to the cached dtype so the
-    first start gives the same model as the starts that read the cache."""
+def _write(parts: dict, kinds, config: ODISEConfig, digest: str, cache_dtype, use_cache: bool, dtype=None) -> None:
+    """Cache ``parts[kind]`` for each kind, then read it back from the file just written: the first
+    start gives the same model as the starts that read the cache (same rounding, and weights
+    memory-mapped from the file instead of the converted copies held in memory)."""
     if not use_cache:
         return
     from napari_odise.weights import cache_path, write_cache
 
     for kind in kinds:
-        name, dtype = _cache_kind(kind, config), _stored_dtype(kind, config, cache_dtype)
-        write_cache(parts[kind], cache_path(name, digest, dtype), {"kind": name}, source_sha256=digest, dtype=dtype)
-        parts[kind] = _rounded(parts[kind], dtype)
+        name = _cache_kind(kind, config)
+        path = cache_path(name, digest, _stored_dtype(kind, config, cache_dtype))
+        write_cache(parts[kind], path, {"kind": name}, source_sha256=digest, dtype=_stored_dtype(kind, config, cache_dtype))
+        converted = parts[kind]
+        parts[kind] = _read_cached(kind, config, digest, cache_dtype, dtype)
+        if parts[kind] is None:  # the cache could not be written or read back
+            parts[kind] = _rounded(converted, _stored_dtype(kind, config, cache_dtype))
 
 
 def _rounded(state: dict, dtype) -> dict:
