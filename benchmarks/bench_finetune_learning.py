@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the sy
 def pq_numbers(stats, vocabulary) -> dict:
     """Overall PQ, the things' PQ and their true positives: stuff alone can carry the overall PQ."""
     things = [c.id for c in vocabulary if c.isthing]
-    return {"pq": round(stats.pq(), 3), "things_pq": round(stats.pq(things), 3), "things_tp": sum(stats.tp[c] for c in things)}
+    return {"pq": round(stats.pq(), 3), "things_pq": round(stats.pq(things), 3), "things_tp": sum(stats.tp.get(c, 0) for c in things)}
 
 
 def main() -> int:

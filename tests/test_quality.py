@@ -7,7 +7,6 @@ import pytest
 from napari_odise.errors import InvalidInputError
 from napari_odise.quality import ModelOutput, Quality, compare, compare_results, format_table, total
 from napari_odise.result import PanopticResult
-from napari_odise.train.pq import PQStats
 from napari_odise.vocabulary import Vocabulary
 
 VOCABULARY = Vocabulary.parse("cat\ndog\ngrass (stuff)")
@@ -182,23 +181,6 @@ def test_shapes_must_agree():
     model = columns([(0, 5)])
     with pytest.raises(InvalidInputError):
         compare(model[:5], {1: CAT}, output(model, {1: CAT}), THINGS)
-
-
-def test_agrees_with_the_training_pq_on_random_maps():
-    # An independent count (train/pq.py, np.unique over pixel pairs) on random blocky maps.
-    rng = np.random.default_rng(3)
-    for _ in range(5):
-        corrected = np.kron(rng.integers(0, 6, (6, 6)), np.ones((4, 4), int)).astype(np.int32)
-        model = np.kron(rng.integers(0, 5, (6, 6)), np.ones((4, 4), int)).astype(np.int32)
-        model[rng.random(model.shape) < 0.1] = 0
-        corrected_categories = {i: [CAT, DOG, GRASS][i % 3] for i in range(1, 6)}
-        model_categories = {i: [CAT, DOG, GRASS][(i + 1) % 3] for i in range(1, 5)}
-        quality = compare(corrected, corrected_categories, output(model, model_categories), THINGS)
-        stats = PQStats()
-        stats.add(model, model_categories, corrected, corrected_categories)
-        assert quality.scores("all").pq == pytest.approx(stats.pq())
-        for category, counts in quality.categories.items():
-            assert (counts.tp, counts.fp, counts.fn) == (stats.tp[category], stats.fp[category], stats.fn[category])
 
 
 def test_table_text_shows_percent_and_dashes_for_empty_groups():
