@@ -20,7 +20,6 @@ import inspect
 import numpy as np
 from napari.layers import Labels
 from napari.qt.threading import create_worker
-from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.key_bindings import coerce_keybinding
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QListWidget, QPushButton, QVBoxLayout, QWidget
@@ -29,8 +28,8 @@ from napari_odise import proposals
 from napari_odise.errors import UserError
 
 from .failures import report
-from .overlays import DERIVED_KEY
 from .planes import current_plane, plane_axes
+from .selection_outline import insert_overlay
 from .shortcuts import LayerKeys
 
 # key -> (picker method, description): bound on the refined layer the way shortcuts.py binds
@@ -63,18 +62,7 @@ class ProposalPreview:
         data = np.zeros(labels.data.shape, dtype=np.uint8)
         (data[key] if key else data)[outline(mask, PREVIEW_WIDTH)] = 1
         if self.layer is None or self.layer not in self.viewer.layers:
-            self.layer = Labels(
-                data,
-                name=f"{labels.name} proposal",
-                scale=labels.scale,
-                translate=labels.translate,
-                opacity=1.0,
-                metadata={DERIVED_KEY: "proposal"},
-            )
-            self.layer.colormap = DirectLabelColormap(color_dict={None: PREVIEW_COLOR, 0: (0, 0, 0, 0)})
-            active = self.viewer.layers.selection.active
-            self.viewer.layers.insert(self.viewer.layers.index(labels) + 1, self.layer)
-            self.viewer.layers.selection.active = active  # keys keep going to the segments
+            self.layer = insert_overlay(self.viewer, labels, data, "proposal", PREVIEW_COLOR)
         else:
             self.layer.data = data
             if not self.layer.visible:

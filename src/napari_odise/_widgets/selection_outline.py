@@ -14,6 +14,24 @@ OUTLINE_COLOR = (1.0, 0.9, 0.0, 1.0)  # yellow: rare among category colours, vis
 OUTLINE_WIDTH = 2
 
 
+def insert_overlay(viewer, labels: Labels, data: np.ndarray, kind: str, color) -> Labels:
+    """A one-colour Labels layer named ``<labels> <kind>`` just above ``labels``, with its scale
+    and offset; the active layer stays the one being edited (keys and brushes keep going to it)."""
+    overlay = Labels(
+        data,
+        name=f"{labels.name} {kind}",
+        scale=labels.scale,
+        translate=labels.translate,
+        opacity=1.0,
+        metadata={DERIVED_KEY: kind},
+    )
+    overlay.colormap = DirectLabelColormap(color_dict={None: color, 0: (0, 0, 0, 0)})
+    active = viewer.layers.selection.active
+    viewer.layers.insert(viewer.layers.index(labels) + 1, overlay)
+    viewer.layers.selection.active = active
+    return overlay
+
+
 class SelectionOutline:
     def __init__(self, viewer):
         self.viewer = viewer
@@ -27,19 +45,8 @@ class SelectionOutline:
         data = np.asarray(labels.data)
         outlined = np.where(np.isin(data, selection), data, 0)
         if self.layer is None or self.layer not in self.viewer.layers:
-            self.layer = Labels(
-                outlined,
-                name=f"{labels.name} selection",
-                scale=labels.scale,
-                translate=labels.translate,
-                opacity=1.0,
-                metadata={DERIVED_KEY: "selection"},
-            )
+            self.layer = insert_overlay(self.viewer, labels, outlined, "selection", OUTLINE_COLOR)
             self.layer.contour = OUTLINE_WIDTH
-            self.layer.colormap = DirectLabelColormap(color_dict={None: OUTLINE_COLOR, 0: (0, 0, 0, 0)})
-            active = self.viewer.layers.selection.active
-            self.viewer.layers.insert(self.viewer.layers.index(labels) + 1, self.layer)
-            self.viewer.layers.selection.active = active  # the segments stay the layer being edited
         else:
             self.layer.data = outlined
 
